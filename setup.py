@@ -1,0 +1,34 @@
+"""Installs stacked-ae: `pip install -e .` (library and `sae` CLI), `pip install -e .[dev]` (tests, lint)."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("stacked_ae/__init__.py").read_text()).group(1)
+
+setup(
+    name="stacked-ae",
+    version=version,
+    description="Greedy layer-wise autoencoder pretraining with an honest comparison to random initialisation",
+    long_description=Path("README.md").read_text() if Path("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["stacked_ae", "stacked_ae.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "torch>=2.2",
+        "torchvision>=0.17",
+        "numpy>=1.24",
+        "scikit-learn>=1.3",
+        "pandas>=2.0",
+        "matplotlib>=3.7",
+        "scipy>=1.10",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "pyarrow>=12", "joblib>=1.2"],
+        "parquet": ["pyarrow>=12"],
+    },
+    entry_points={"console_scripts": ["sae=stacked_ae.cli:main"]},
+    license="MIT",
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)

@@ -1,0 +1,254 @@
+"""One shallow autoencoder layer: encoder, decoder, input corruption and penalties.
+
+`AutoencoderLayer(n_in, n_out, activation="sigmoid", corruption="mask", noise=0.25)` is
+the unit that greedy pretraining trains; its `encoder` is what a `StackedEncoder` keeps and
+its `decoder` is what `StackedEncoder.unroll()` reuses, module for module.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "softplus")
+OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "linear")
+CORRUPTIONS = ("none", "mask", "gaussian", "salt_pepper")
+LOSSES = {"sigmoid": "bce", "linear": "mse"}  # decoder output -> matched reconstruction loss
+
+
+def _check_choice(value: str, known: tuple[str, ...], key: str) -> str:
+    if value not in known:
+        raise ValueError(f"{key} must be one of {', '.join(known)}; got {value!r}")
+    return value
+
+
+def activate(z: torch.Tensor, name: str) -> torch.Tensor:
+    """Apply the named elementwise activation."""
+    if name == "sigmoid":
+        return torch.sigmoid(z)
+    if name == "tanh":
+        return torch.tanh(z)
+    if name == "relu":
+        return F.relu(z)
+    if name == "linear":
+        return z
+    if name == "leaky_relu":
+        return F.leaky_relu(z, 0.01)
+    if name == "elu":
+        return F.elu(z)
+    if name == "softplus":
+        return F.softplus(z)
+    raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
+
+
+def activation_grad(z: torch.Tensor, h: torch.Tensor, name: str) -> torch.Tensor:
+    """d activation / d z, elementwise, given pre-activation `z` and output `h`."""
+    if name == "sigmoid":
+        return h * (1 - h)
+    if name == "tanh":
+        return 1 - h * h
+    if name == "relu":
+        return (z > 0).to(z.dtype)
+    if name == "linear":
+        return torch.ones_like(z)
+    if name == "leaky_relu":
+        return torch.where(z > 0, 1.0, 0.01).to(z.dtype)
+    if name == "elu":
+        return torch.where(z > 0, torch.ones_like(z), h + 1)
+    if name == "softplus":
+        return torch.sigmoid(z)
+    raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
+
+
+def init_linear(n_in: int, n_out: int, generator: torch.Generator | None) -> nn.Linear:
+    """A Linear layer with Glorot-uniform weights drawn from `generator` (global RNG untouched)."""
+    linear = nn.utils.skip_init(nn.Linear, n_in, n_out)
+    bound = math.sqrt(6.0 / (n_in + n_out))
+    with torch.no_grad():
+        linear.weight.uniform_(-bound, bound, generator=generator)
+        linear.bias.zero_()
+    return linear
+
+
+class Encoder(nn.Module):
+    """x -> activation(W x + b); the module that is stacked after pretraining."""
+
+    def __init__(self, n_in: int, n_out: int, activation: str = "sigmoid",
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.activation = _check_choice(activation, ACTIVATIONS, "activation")
+        self.linear = init_linear(n_in, n_out, generator)
+
+    @property
+    def n_in(self) -> int:
+        return self.linear.in_features
+
+    @property
+    def n_out(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return activate(self.linear(x), self.activation)  # (n, n_in) -> (n, n_out)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
+
+class Decoder(nn.Module):
+    """h -> activation(W' h + c). With `tied` set, W' is the encoder's weight transposed,
+    read inside forward: the decoder owns only its bias."""
+
+    def __init__(self, n_in: int, n_out: int, activation: str = "sigmoid",
+                 tied: Encoder | None = None, generator: torch.Generator | None = None):
+        super().__init__()
+        self.activation = _check_choice(activation, ("sigmoid", "linear"), "output_activation")
+        self.n_in, self.n_out = n_in, n_out
+        # A plain list keeps the tied encoder out of this module's parameters and state dict.
+        self._tied_to = [tied] if tied is not None else []
+        if tied is None:
+            self.linear = init_linear(n_in, n_out, generator)
+        else:
+            self.bias = nn.Parameter(torch.zeros(n_out))
+
+    @property
+    def tied(self) -> bool:
+        return bool(self._tied_to)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Pre-activation output (n, n_in) -> (n, n_out); the loss works on these for stability."""
+        if self._tied_to:
+            return F.linear(h, self._tied_to[0].linear.weight.t(), self.bias)
+        return self.linear(h)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return activate(self.logits(h), self.activation)
+
+    def extra_repr(self) -> str:
+        return f"n_in={self.n_in}, n_out={self.n_out}, activation={self.activation!r}, tied={self.tied}"
+
+
+def reconstruction_loss(decoder: Decoder, codes: torch.Tensor, target: torch.Tensor,
+                        reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for a sigmoid decoder, squared error for a linear one, per element."""
+    logits = decoder.logits(codes)
+    if decoder.activation == "sigmoid":
+        return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
+    return F.mse_loss(logits, target, reduction=reduction)
+
+
+def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None) -> torch.Tensor:
+    """A corrupted copy of `x` (never in place): Vincent et al. (2008, 2010) noise models.
+
+    mask: a fraction `level` of inputs set to 0; gaussian: additive N(0, level^2);
+    salt_pepper: a fraction `level` of inputs set to 0 or 1 with equal probability.
+    """
+    if kind == "none" or level == 0.0:
+        return x
+    if kind == "mask":
+        keep = torch.rand(x.shape, generator=generator, device=x.device) >= level
+        return x * keep
+    if kind == "gaussian":
+        return x + level * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if kind == "salt_pepper":
+        u = torch.rand(x.shape, generator=generator, device=x.device)
+        salt = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
+        return torch.where(u < level, salt.to(x.dtype), x)
+    raise ValueError(f"corruption must be one of {', '.join(CORRUPTIONS)}; got {kind!r}")
+
+
+class AutoencoderLayer(nn.Module):
+    """A shallow autoencoder n_in -> n_out -> n_in, trained to rebuild its clean input.
+
+    Args:
+        activation: encoder units (sigmoid, tanh, relu, linear, leaky_relu, elu, softplus).
+        output_activation: decoder output, "sigmoid" (cross-entropy loss, inputs in [0, 1])
+            or "linear" (squared error); "auto" picks from the data at the first batch-free
+            call of `resolve_output`, which greedy pretraining does for you.
+        tied: decoder uses the encoder's weight transposed (no weight of its own).
+        corruption, noise: input corruption model and level, applied in training only.
+        sparsity, sparsity_target: weight of the KL(target || mean activation) penalty.
+        contractive: weight of the squared Frobenius norm of the encoder Jacobian (Rifai et al., 2011).
+        seed: draws the initial weights from a local generator.
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, activation: str = "sigmoid",
+                 output_activation: str = "sigmoid", tied: bool = False, corruption: str = "none",
+                 noise: float = 0.0, sparsity: float = 0.0, sparsity_target: float = 0.05,
+                 contractive: float = 0.0, seed: int = 0):
+        super().__init__()
+        for name, value in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_choice(output_activation, ("sigmoid", "linear"), "output_activation")
+        self.corruption = _check_choice(corruption, CORRUPTIONS, "corruption")
+        if not 0.0 <= noise < 1.0:
+            raise ValueError(f"noise must be in [0, 1), got {noise}")
+        if sparsity < 0 or contractive < 0:
+            raise ValueError(f"sparsity and contractive weights must be >= 0, got {sparsity}, {contractive}")
+        if sparsity > 0 and activation != "sigmoid":
+            raise ValueError(f"the sparsity penalty needs sigmoid units (mean activation in (0, 1)); "
+                             f"got activation={activation!r}")
+        if not 0.0 < sparsity_target < 1.0:
+            raise ValueError(f"sparsity_target must be in (0, 1), got {sparsity_target}")
+        self.noise, self.sparsity, self.sparsity_target = float(noise), float(sparsity), float(sparsity_target)
+        self.contractive = float(contractive)
+        generator = torch.Generator().manual_seed(int(seed))
+        self.encoder = Encoder(n_in, n_out, activation, generator)
+        self.decoder = Decoder(n_out, n_in, output_activation, tied=self.encoder if tied else None,
+                               generator=generator)
+
+    @property
+    def n_in(self) -> int:
+        return self.encoder.n_in
+
+    @property
+    def n_out(self) -> int:
+        return self.encoder.n_out
+
+    @property
+    def tied(self) -> bool:
+        return self.decoder.tied
+
+    def settings(self) -> dict:
+        """Everything needed to rebuild this layer (JSON-ready)."""
+        return {"n_in": self.n_in, "n_out": self.n_out, "activation": self.encoder.activation,
+                "output_activation": self.decoder.activation, "tied": self.tied,
+                "corruption": self.corruption, "noise": self.noise, "sparsity": self.sparsity,
+                "sparsity_target": self.sparsity_target, "contractive": self.contractive}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        return self.decoder(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Clean reconstruction (no corruption): (n, n_in) -> (n, n_in)."""
+        return self.decode(self.encode(x))
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective, reconstruction loss) on a batch; corruption only in training mode."""
+        x_in = corrupt(x, self.corruption, self.noise, generator) if self.training else x
+        z = self.encoder.linear(x_in)
+        h = activate(z, self.encoder.activation)
+        recon = reconstruction_loss(self.decoder, h, x)
+        objective = recon
+        if self.sparsity > 0:
+            objective = objective + self.sparsity * self.sparsity_penalty(h)
+        if self.contractive > 0:
+            objective = objective + self.contractive * self.contractive_penalty(z, h)
+        return objective, recon
+
+    def sparsity_penalty(self, h: torch.Tensor) -> torch.Tensor:
+        """sum_j KL(rho || rho_hat_j), rho_hat_j the batch mean of unit j (Ng's sparse autoencoder)."""
+        rho = self.sparsity_target
+        rho_hat = h.mean(0).clamp(1e-6, 1 - 1e-6)
+        return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+
+    def contractive_penalty(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Batch mean of ||dh/dx||_F^2 = sum_j act'(z_j)^2 * sum_i W_ji^2 (elementwise units)."""
+        grad = activation_grad(z, h, self.encoder.activation)            # (n, n_out)
+        row_norms = self.encoder.linear.weight.pow(2).sum(1)             # (n_out,)
+        return (grad.pow(2) * row_norms).sum(1).mean()

@@ -1,0 +1,206 @@
+"""Stacked encoders and the networks built from them.
+
+`StackedEncoder(layers)` holds pretrained `AutoencoderLayer`s (or fresh ones, through
+`StackedEncoder.random`); `classifier(n_classes)` adds a linear head and `unroll()` gives
+the deep autoencoder. The modules handed on are the trained ones, not copies.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .data import check_X
+from .layers import AutoencoderLayer, init_linear, reconstruction_loss
+
+FORMAT = "stacked-ae/encoder"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is truncated, foreign or does not fit the expected architecture."""
+
+
+class StackedEncoder(nn.Module):
+    """Encoders of pretrained autoencoder layers applied in order: (n, n_in) -> (n, sizes[-1])."""
+
+    def __init__(self, layers: Sequence[AutoencoderLayer]):
+        super().__init__()
+        layers = list(layers)
+        if not layers:
+            raise ValueError("StackedEncoder needs at least one layer")
+        for k, (below, above) in enumerate(zip(layers, layers[1:]), start=2):
+            if below.n_out != above.n_in:
+                raise ValueError(f"layer {k} expects {above.n_in} inputs but layer {k - 1} gives {below.n_out}")
+        self.layers = nn.ModuleList(layers)
+
+    @classmethod
+    def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, **settings) -> "StackedEncoder":
+        """Fresh layers through the same constructor; `settings` as in greedy_pretrain (per-layer lists ok)."""
+        from .pretrain import PretrainConfig
+        cfg = PretrainConfig(**settings)
+        widths = [n_in, *sizes]
+        return cls([cfg.make_layer(k, widths[k], widths[k + 1], len(sizes), seed)
+                    for k in range(len(sizes))])
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def sizes(self) -> list[int]:
+        return [layer.n_out for layer in self.layers]
+
+    @property
+    def activations(self) -> list[str]:
+        return [layer.encoder.activation for layer in self.layers]
+
+    def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        for layer in self.layers[:depth]:
+            x = layer.encoder(x)
+        return x
+
+    @torch.no_grad()
+    def encode(self, X, batch_size: int = 8192, depth: int | None = None) -> torch.Tensor:
+        """Codes of X (array or tensor) after `depth` layers (default: all), in eval mode, in batches."""
+        device = next(self.parameters()).device
+        X = check_X(X, "X", n_features=self.n_in)
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.cat([self(X[s:s + batch_size].to(device), depth).cpu()
+                              for s in range(0, len(X), batch_size)])
+        finally:
+            self.train(was_training)
+
+    def classifier(self, n_classes: int, *, seed: int = 0, freeze: bool = False) -> "Classifier":
+        """Encoder + linear head (logits out); the encoder modules are this stack's own."""
+        return Classifier(self, n_classes, seed=seed, freeze=freeze)
+
+    def unroll(self) -> "DeepAutoencoder":
+        """The deep autoencoder: encoders 1..K, then decoders K..1, each the pretrained module."""
+        return DeepAutoencoder(self)
+
+    # ------------------------------------------------------------ save / load
+
+    def metadata(self) -> dict:
+        from . import __version__
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "n_in": self.n_in, "sizes": self.sizes,
+                "activations": self.activations, "layers": [layer.settings() for layer in self.layers],
+                "stacked_ae_version": __version__, "torch_version": torch.__version__}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write weights and JSON metadata to one file, atomically (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            torch.save({"metadata": json.dumps(self.metadata(), sort_keys=True), "state_dict": state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "StackedEncoder":
+        """Read a file written by `save`; never unpickles code (weights_only=True)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
+        try:
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:
+            raise CheckpointError(f"{path}: not a readable stacked-ae checkpoint (truncated, corrupt or "
+                                  f"not made by StackedEncoder.save): {type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        if not isinstance(blob, dict) or set(blob) != {"metadata", "state_dict"}:
+            raise CheckpointError(f"{path}: not a stacked-ae checkpoint (expected keys metadata, state_dict)")
+        try:
+            meta = json.loads(blob["metadata"])
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a stacked-ae encoder checkpoint (format {meta.get('format')!r})")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint format version {meta['format_version']} is newer than "
+                                  f"this stacked-ae understands ({FORMAT_VERSION}); upgrade stacked-ae")
+        try:
+            encoder = cls([AutoencoderLayer(**settings) for settings in meta["layers"]])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: checkpoint layer settings are invalid: {err}") from None
+        try:
+            encoder.load_state_dict(blob["state_dict"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: weights do not match the architecture in its metadata "
+                                  f"({meta['n_in']}-{'-'.join(map(str, meta['sizes']))}): "
+                                  f"{str(err).splitlines()[0]}") from None
+        return encoder.to(map_location).eval()
+
+
+class DeepAutoencoder(nn.Module):
+    """Unrolled stack: encoders 1..K then decoders K..1 (Hinton & Salakhutdinov, 2006)."""
+
+    def __init__(self, stack: StackedEncoder):
+        super().__init__()
+        self.stack = stack
+        self.decoders = nn.ModuleList([layer.decoder for layer in reversed(stack.layers)])
+
+    @property
+    def n_in(self) -> int:
+        return self.stack.n_in
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(x)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        for decoder in self.decoders[:-1]:
+            codes = decoder(codes)
+        return self.decoders[-1](codes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective, reconstruction loss): the first layer's decoder loss on the clean input."""
+        h = self.encode(x)
+        for decoder in self.decoders[:-1]:
+            h = decoder(h)
+        recon = reconstruction_loss(self.decoders[-1], h, x)
+        return recon, recon
+
+
+class Classifier(nn.Module):
+    """Stacked encoder + linear head giving logits: (n, n_in) -> (n, n_classes)."""
+
+    def __init__(self, encoder: StackedEncoder, n_classes: int, *, seed: int = 0, freeze: bool = False):
+        super().__init__()
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        self.encoder = encoder
+        self.head = init_linear(encoder.sizes[-1], n_classes, torch.Generator().manual_seed(seed))
+        self.head.to(next(encoder.parameters()).device)
+        self.frozen = freeze
+        if freeze:
+            encoder.requires_grad_(False)
+
+    @property
+    def n_in(self) -> int:
+        return self.encoder.n_in
+
+    @property
+    def n_classes(self) -> int:
+        return self.head.out_features
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()   # a frozen encoder is a fixed feature map
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))

@@ -1,0 +1,176 @@
+"""Greedy layer-wise pretraining (Hinton & Salakhutdinov, 2006; Bengio et al., 2007).
+
+`greedy_pretrain(X, sizes=[64, 32], cfg=PretrainConfig(noise=0.2), seed=0)` trains one
+shallow autoencoder per layer, each on the codes of the layers below it (computed once, in
+eval mode, without corruption), and returns the `StackedEncoder` and one history per layer.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import torch
+
+from .data import check_X
+from .layers import ACTIVATIONS, CORRUPTIONS, OUTPUT_ACTIVATIONS, AutoencoderLayer
+from .model import StackedEncoder
+from .train import TrainConfig, evaluate_reconstruction, fit_autoencoder, resolve_device
+
+log = logging.getLogger(__name__)
+
+PerLayer = Any  # a scalar, or a list/tuple with one entry per layer
+
+LAYER_FIELDS = ("activation", "output_activation", "tied", "corruption", "noise", "sparsity",
+                "sparsity_target", "contractive")
+TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings for greedy pretraining; every field is a scalar or a per-layer list."""
+    epochs: PerLayer = 10              # passes over the data, per layer
+    lr: PerLayer = 1e-3
+    batch_size: PerLayer = 64
+    optimizer: PerLayer = "adam"       # adam | sgd (with momentum)
+    momentum: PerLayer = 0.9
+    weight_decay: PerLayer = 0.0
+    schedule: PerLayer = "constant"
+    activation: PerLayer = "sigmoid"   # encoder units
+    output_activation: PerLayer = "auto"  # auto: sigmoid + cross-entropy for codes in [0, 1], else linear + MSE
+    tied: PerLayer = False
+    corruption: PerLayer = "mask"      # none | mask | gaussian | salt_pepper
+    noise: PerLayer = 0.0              # corruption level in [0, 1); 0.0 = plain autoencoder
+    sparsity: PerLayer = 0.0           # weight of the KL sparsity penalty
+    sparsity_target: PerLayer = 0.05
+    contractive: PerLayer = 0.0        # weight of the Jacobian penalty
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))   # frozen and hashable
+                value = getattr(self, f.name)
+            if isinstance(value, tuple) and not value:
+                raise ValueError(f"pretrain.{f.name} is an empty list; give a scalar or one entry per layer")
+        for k in range(self.n_layers_given() or 1):
+            self._check_layer(k)
+
+    def n_layers_given(self) -> int | None:
+        """The number of layers implied by per-layer lists (None if every field is a scalar)."""
+        lengths = {len(getattr(self, f.name)) for f in fields(self) if isinstance(getattr(self, f.name), tuple)}
+        if len(lengths) > 1:
+            listed = {f.name: len(getattr(self, f.name)) for f in fields(self)
+                      if isinstance(getattr(self, f.name), tuple)}
+            raise ValueError(f"pretrain per-layer lists disagree in length: {listed}")
+        return lengths.pop() if lengths else None
+
+    def check_layers(self, n_layers: int) -> None:
+        """Every per-layer list has exactly `n_layers` entries."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple) and len(value) != n_layers:
+                raise ValueError(f"pretrain.{f.name} has {len(value)} entries but the model has {n_layers} "
+                                 f"layers; give a scalar or exactly {n_layers} values")
+
+    def value(self, name: str, k: int):
+        value = getattr(self, name)
+        return value[k] if isinstance(value, tuple) else value
+
+    def _check_layer(self, k: int) -> None:
+        try:
+            self.train_config(k)
+        except ValueError as err:
+            raise ValueError(f"pretrain.{err}") from None
+        for name, known in (("activation", ACTIVATIONS), ("output_activation", OUTPUT_ACTIVATIONS),
+                            ("corruption", CORRUPTIONS)):
+            if self.value(name, k) not in known:
+                raise ValueError(f"pretrain.{name} must be one of {', '.join(known)}; got {self.value(name, k)!r}")
+        noise = self.value("noise", k)
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise < 1.0:
+            raise ValueError(f"pretrain.noise must be in [0, 1), got {noise!r}")
+        if not isinstance(self.value("tied", k), bool):
+            raise ValueError(f"pretrain.tied must be true or false, got {self.value('tied', k)!r}")
+        for name in ("sparsity", "contractive"):
+            v = self.value(name, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"pretrain.{name} must be a number >= 0, got {v!r}")
+        target = self.value("sparsity_target", k)
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+            raise ValueError(f"pretrain.sparsity_target must be in (0, 1), got {target!r}")
+
+    def train_config(self, k: int) -> TrainConfig:
+        return TrainConfig(**{name: self.value(name, k) for name in TRAIN_FIELDS})
+
+    def make_layer(self, k: int, n_in: int, n_out: int, n_layers: int, seed: int,
+                   inputs_in_unit_interval: bool | None = None) -> AutoencoderLayer:
+        """Layer k (0-based) with fresh weights drawn from `seed` and layer index."""
+        settings = {name: self.value(name, k) for name in LAYER_FIELDS}
+        if settings["output_activation"] == "auto":
+            settings["output_activation"] = self._auto_output(k, inputs_in_unit_interval)
+        return AutoencoderLayer(n_in, n_out, **settings, seed=layer_seed(seed, k))
+
+    def _auto_output(self, k: int, inputs_in_unit_interval: bool | None) -> str:
+        """Sigmoid + cross-entropy when the layer's inputs lie in [0, 1], else linear + squared error.
+
+        Layer 0 reads the data range (assumed [0, 1] without data); layer k > 0 reads the
+        activation of the layer below (only sigmoid codes lie in [0, 1])."""
+        if k == 0:
+            return "sigmoid" if inputs_in_unit_interval in (None, True) else "linear"
+        return "sigmoid" if self.value("activation", k - 1) == "sigmoid" else "linear"
+
+
+def layer_seed(seed: int, k: int) -> int:
+    """Distinct, reproducible seeds per layer."""
+    return int(seed) * 1000 + k
+
+
+def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfig(), *, X_val=None,
+                    seed: int = 0, device: str | torch.device = "cpu",
+                    progress: bool = True) -> tuple[StackedEncoder, list[list[dict]]]:
+    """Train one autoencoder per layer; layer k learns to reconstruct the codes of layer k-1.
+
+    Returns the stacked encoder (its layers are the trained modules, decoders included) and
+    one history per layer: per epoch, train loss and, with X_val, validation loss.
+    """
+    sizes = _check_sizes(sizes)
+    cfg.check_layers(len(sizes))
+    device = resolve_device(device)
+    codes = check_X(X, "X").to(device)
+    val_codes = None if X_val is None else check_X(X_val, "X_val", n_features=codes.shape[1]).to(device)
+    layers, histories = [], []
+    for k, (n_in, n_out) in enumerate(zip([codes.shape[1], *sizes], sizes)):
+        in_unit = bool(codes.min() >= 0 and codes.max() <= 1) if k == 0 else None
+        layer = cfg.make_layer(k, n_in, n_out, len(sizes), seed, in_unit).to(device)
+        train_cfg = cfg.train_config(k)
+        stage = f"pretrain layer {k + 1}/{len(sizes)} ({n_in}->{n_out})"
+        history = fit_autoencoder(layer, codes, train_cfg, X_val=val_codes, seed=layer_seed(seed, k),
+                                  stage=stage, progress=progress)
+        _record_final(history, layer, codes)
+        log.info("%s: final train loss %.4f", stage, history[-1]["train_loss"])
+        layers.append(layer)
+        histories.append(history)
+        codes = _encode(layer, codes)          # frozen codes feed the next layer, computed once
+        if val_codes is not None:
+            val_codes = _encode(layer, val_codes)
+    return StackedEncoder(layers), histories
+
+
+def _record_final(history: list[dict], layer: AutoencoderLayer, codes: torch.Tensor) -> None:
+    """Add the clean (uncorrupted) reconstruction loss of the final weights to the last row."""
+    history[-1]["clean_loss"] = evaluate_reconstruction(layer, codes)["loss"]
+
+
+@torch.no_grad()
+def _encode(layer: AutoencoderLayer, X: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+    layer.eval()
+    return torch.cat([layer.encode(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]).clone()
+
+
+def _check_sizes(sizes) -> list[int]:
+    if isinstance(sizes, int) or not isinstance(sizes, Sequence) or not sizes:
+        raise ValueError(f"sizes must be a non-empty list of layer widths, got {sizes!r}")
+    for k, n in enumerate(sizes):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sizes[{k}] must be a positive integer, got {n!r}")
+    return list(sizes)

@@ -1,0 +1,265 @@
+"""Training loops: batching, one epoch, fit with early stopping, evaluation.
+
+`fit_autoencoder(model, X, cfg, X_val=..., seed=0)` and `fit_classifier(model, X, y, cfg,
+X_val=..., y_val=..., seed=0)` each return a `history`: one dict per epoch. Data stays one
+tensor on the device; a batch is an index slice of a per-epoch permutation.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import check_labels, check_X
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+EVAL_BATCH = 8192
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or infinite; the message names the stage, the epoch and the lr."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    momentum: float = 0.9          # SGD only
+    weight_decay: float = 0.0      # L2 on all parameters, through the optimizer
+    schedule: str = "constant"     # learning-rate schedule over epochs
+    patience: int | None = None    # early stopping: epochs without validation improvement; None = off
+
+    def __post_init__(self):
+        _check_positive_int("epochs", self.epochs)
+        _check_positive_int("batch_size", self.batch_size)
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.patience is not None:
+            _check_positive_int("patience", self.patience)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; a named device must exist."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but torch sees no MPS device")
+    return device
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch learning-rate multiplier: constant, cosine to 0, or linear to 0."""
+    if cfg.schedule == "cosine":
+        factor = lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # noqa: E731
+    elif cfg.schedule == "linear":
+        factor = lambda epoch: 1 - epoch / cfg.epochs  # noqa: E731
+    else:
+        factor = lambda epoch: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def iterate_batches(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """Index slices of one random permutation of range(n)."""
+    order = torch.randperm(n, generator=generator).to(device)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train_epoch(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, loss_fn: Callable,
+                optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """One pass over (X, y) in shuffled batches; returns the mean loss (0-d tensor, still on device).
+
+    `loss_fn(model, xb, yb) -> (objective, reported_loss)`; no host sync inside the loop.
+    """
+    model.train()
+    total = torch.zeros((), device=X.device)
+    for idx in iterate_batches(len(X), batch_size, generator, X.device):
+        xb = X[idx]
+        yb = None if y is None else y[idx]
+        objective, reported = loss_fn(model, xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        total += reported.detach() * len(idx)
+    return total / len(X)
+
+
+def _autoencoder_loss(generator):
+    def loss_fn(model, xb, _yb):
+        return model.loss(xb, generator)
+    return loss_fn
+
+
+def _classifier_loss(model, xb, yb):
+    loss = F.cross_entropy(model(xb), yb)
+    return loss, loss
+
+
+@torch.inference_mode()
+def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+    """Mean reconstruction loss (the training loss, per element) and squared error per example."""
+    model.eval()
+    loss, sse = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
+    for start in range(0, len(X), batch_size):
+        xb = X[start:start + batch_size]
+        _, recon = model.loss(xb)
+        loss += recon * len(xb)
+        sse += (model(xb) - xb).pow(2).sum()
+    return {"loss": (loss / len(X)).item(), "sse": (sse / len(X)).item()}
+
+
+@torch.inference_mode()
+def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+    """Mean cross-entropy, error rate and accuracy."""
+    model.eval()
+    loss, wrong = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
+    for start in range(0, len(X), batch_size):
+        logits = model(X[start:start + batch_size])
+        yb = y[start:start + batch_size]
+        loss += F.cross_entropy(logits, yb, reduction="sum")
+        wrong += (logits.argmax(1) != yb).sum()
+    error = (wrong / len(X)).item()
+    return {"loss": (loss / len(X)).item(), "error": error, "accuracy": 1.0 - error}
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]) if len(X) else \
+        torch.empty(0)
+
+
+def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainConfig, *,
+        loss_fn: Callable, validate: Callable[[], dict] | None, score_key: Callable[[dict], tuple],
+        seed: int, stage: str, progress: bool) -> list[dict]:
+    """The shared epoch loop: train, validate, keep the best weights, stop early, restore."""
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)
+    schedule = make_schedule(optimizer, cfg)
+    history, best, best_state, stale = [], None, None, 0
+    bar = tqdm(range(1, cfg.epochs + 1), desc=stage, leave=False, disable=not progress, unit="epoch")
+    for epoch in bar:
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = train_epoch(model, X, y, loss_fn, optimizer, cfg.batch_size, generator).item()
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"{stage}: training loss became {train_loss} at epoch {epoch} "
+                                   f"(lr={lr:g}); try a smaller learning rate")
+        schedule.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
+        if validate is not None:
+            row.update({f"val_{k}": v for k, v in validate().items()})
+            if not math.isfinite(row["val_loss"]):
+                raise TrainingDiverged(f"{stage}: validation loss became {row['val_loss']} at epoch "
+                                       f"{epoch} (lr={lr:g}); try a smaller learning rate")
+            if best is None or score_key(row) < best:
+                best, best_state, stale = score_key(row), copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+        history.append(row)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss") or k.endswith("error")})
+        log.info("%s epoch %d: %s", stage, epoch, row)
+        if cfg.patience is not None and stale >= cfg.patience:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        best_epoch = min(history, key=score_key)["epoch"]
+        for row in history:
+            row["best"] = row["epoch"] == best_epoch
+    model.eval()
+    return history
+
+
+def _seed_of(seed: int | None) -> int:
+    return 0 if seed is None else int(seed)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def fit_autoencoder(model: nn.Module, X, cfg: TrainConfig = TrainConfig(), *, X_val=None, seed: int = 0,
+                    stage: str = "autoencoder", progress: bool = False) -> list[dict]:
+    """Train `model` (an AutoencoderLayer or an unrolled DeepAutoencoder) to reconstruct X.
+
+    With X_val, each epoch records `val_loss`, the best epoch's weights are restored at the
+    end, and `cfg.patience` stops training early. Returns the per-epoch history.
+    """
+    device = _device_of(model)
+    X = check_X(X, "X", n_features=_n_in(model)).to(device)
+    X_val = None if X_val is None else check_X(X_val, "X_val", n_features=_n_in(model)).to(device)
+    validate = None if X_val is None else (lambda: evaluate_reconstruction(model, X_val))
+    gen = torch.Generator(device=device).manual_seed(_seed_of(seed) + 1) if device.type != "mps" else None
+    return fit(model, X, None, cfg, loss_fn=_autoencoder_loss(gen), validate=validate,
+               score_key=lambda row: (row["val_loss"],), seed=_seed_of(seed), stage=stage, progress=progress)
+
+
+def fit_classifier(model: nn.Module, X, y, cfg: TrainConfig = TrainConfig(), *, X_val=None, y_val=None,
+                   seed: int = 0, stage: str = "classifier", progress: bool = False) -> list[dict]:
+    """Train `model` (logits out) with cross-entropy on (X, y).
+
+    With validation data, each epoch records `val_loss` and `val_error`; the epoch with the
+    lowest validation error (ties: lower loss) is restored at the end. Returns the history.
+    """
+    device = _device_of(model)
+    n_classes = _n_classes(model)
+    X = check_X(X, "X", n_features=_n_in(model)).to(device)
+    y = check_labels(y, n_classes, "y", n=len(X)).to(device)
+    validate = None
+    if (X_val is None) != (y_val is None):
+        raise ValueError("X_val and y_val must be given together")
+    if X_val is not None:
+        X_val = check_X(X_val, "X_val", n_features=_n_in(model)).to(device)
+        y_val = check_labels(y_val, n_classes, "y_val", n=len(X_val)).to(device)
+        validate = lambda: evaluate_classifier(model, X_val, y_val)  # noqa: E731
+    return fit(model, X, y, cfg, loss_fn=_classifier_loss, validate=validate,
+               score_key=lambda row: (row["val_error"], row["val_loss"]), seed=_seed_of(seed),
+               stage=stage, progress=progress)
+
+
+def _n_in(model: nn.Module) -> int | None:
+    return getattr(model, "n_in", None)
+
+
+def _n_classes(model: nn.Module) -> int | None:
+    return getattr(model, "n_classes", None)
