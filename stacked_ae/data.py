@@ -69,7 +69,8 @@ def check_X(X, name: str = "X", n_features: int | None = None) -> torch.Tensor:
         t = X.detach()
     else:
         try:
-            t = torch.as_tensor(np.asarray(X, dtype=np.float32))
+            # torch cannot share read-only or negatively strided memory; np.require copies only those.
+            t = torch.from_numpy(np.require(np.asarray(X, dtype=np.float32), requirements=["C", "W"]))
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name} must be a numeric array, got {type(X).__name__}: {err}") from None
     if t.ndim != 2:
@@ -231,7 +232,8 @@ def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray |
         frame = frame.drop(columns=[label_column])
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        raise DataFormatError(f"{path}: feature columns must be numeric; non-numeric: {non_numeric[:5]}")
+        hint = "" if y is not None else f" (and no label column {label_column!r}; name it with label_column=...)"
+        raise DataFormatError(f"{path}: feature columns must be numeric; non-numeric: {non_numeric[:5]}{hint}")
     return frame.to_numpy(dtype=np.float32), y
 
 
@@ -275,7 +277,8 @@ def _scale(X: np.ndarray, source: str) -> np.ndarray:
 
 def _to_dataset(parts, image_shape, classes, name) -> Dataset:
     Xtr, ytr, Xva, yva, Xte, yte = parts
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    # np.require copies only read-only (e.g. np.frombuffer IDX) or non-contiguous arrays.
+    t = lambda a: torch.from_numpy(np.require(a, requirements=["C", "W"]))  # noqa: E731
     return Dataset(t(Xtr), t(ytr).long(), t(Xva), t(yva).long(), t(Xte), t(yte).long(),
                    image_shape, tuple(classes), name)
 

@@ -43,6 +43,7 @@ class StackedEncoder(nn.Module):
         """Fresh layers through the same constructor; `settings` as in greedy_pretrain (per-layer lists ok)."""
         from .pretrain import PretrainConfig
         cfg = PretrainConfig(**settings)
+        cfg.check_layers(len(sizes))   # per-layer lists must match, as in greedy_pretrain
         widths = [n_in, *sizes]
         return cls([cfg.make_layer(k, widths[k], widths[k + 1], len(sizes), seed)
                     for k in range(len(sizes))])
@@ -114,10 +115,10 @@ class StackedEncoder(nn.Module):
             raise FileNotFoundError(f"{path}: no such checkpoint file")
         try:
             blob = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:
-            raise CheckpointError(f"{path}: not a readable stacked-ae checkpoint (truncated, corrupt or "
-                                  f"not made by StackedEncoder.save): {type(err).__name__}: "
-                                  f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        except Exception as err:   # weights_only refuses pickled code without running it
+            raise CheckpointError(f"{path}: not a readable stacked-ae checkpoint: truncated, corrupt, not written "
+                                  f"by StackedEncoder.save, or holding objects other than tensors and plain "
+                                  f"data (refused without running any code) [{type(err).__name__}]") from None
         if not isinstance(blob, dict) or set(blob) != {"metadata", "state_dict"}:
             raise CheckpointError(f"{path}: not a stacked-ae checkpoint (expected keys metadata, state_dict)")
         try:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 EVAL_BATCH = 8192
+FUSED_DEVICES = ("cpu", "cuda")     # where torch has fused Adam and SGD kernels
 
 
 class TrainingDiverged(FloatingPointError):
@@ -79,9 +80,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD; on CPU and CUDA with torch's fused kernel, one pass over all parameters per step.
+
+    Fused Adam is as deterministic as the per-tensor loop, and much faster on CPU (a third of a
+    784-1000 step was the loop's elementwise passes); it rounds differently in the last bit.
+    """
+    params = list(params)
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               fused=fused or None)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
@@ -172,6 +181,9 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     """The shared epoch loop: train, validate, keep the best weights, stop early, restore."""
     from tqdm.auto import tqdm
 
+    if cfg.patience is not None and validate is None:
+        raise ValueError(f"{stage}: patience={cfg.patience} (early stopping) needs validation data; "
+                         f"pass X_val (and y_val), or set patience=None")
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)

@@ -1,0 +1,235 @@
+"""The arms of a comparison and how each one is trained.
+
+Neural arms (`pretrained`, `random`, `frozen`) share the architecture, the labeled subset, the
+fine-tuning budget and the learning-rate grid; they differ only in their starting weights.
+The random arm starts from exactly the weights greedy pretraining started from.
+scikit-learn arms (`logreg`, `pca-logreg`, `pca`) are the classical baselines.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import PipelineConfig
+from .data import Dataset
+from .model import StackedEncoder
+from .pretrain import greedy_pretrain
+from .rundir import RunDir, write_npy
+from .train import (TrainingDiverged, evaluate_classifier, evaluate_reconstruction, fit_autoencoder,
+                    fit_classifier, predict_logits)
+
+NEEDS_PRETRAINING = ("pretrained", "frozen")
+SKLEARN_ARMS = ("logreg", "pca-logreg", "pca")
+
+
+@dataclass
+class RunContext:
+    """What every stage of one run shares: config, data on the device, the run folder."""
+    cfg: PipelineConfig
+    data: Dataset
+    run: RunDir
+    device: torch.device
+    progress: bool
+    stacks: dict           # seed -> pretrained StackedEncoder, kept in memory once trained or loaded
+
+
+def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor) -> tuple[dict, list[dict]]:
+    """Train and test one arm; returns (metrics for results.csv, per-epoch history rows)."""
+    if ctx.cfg.task == "reconstruction":
+        if arm == "pca":
+            return pca_reconstruction(ctx), []
+        return finetune_autoencoder(ctx, seed, budget, arm)
+    if arm in ("logreg", "pca-logreg"):
+        metrics, predictions = logistic_regression(ctx, seed, arm, subset)
+    else:
+        metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset)
+    write_npy(ctx.run.predictions_path(seed, budget, arm), predictions)
+    return metrics, (history if arm not in SKLEARN_ARMS else [])
+
+
+# ---------------------------------------------------------------- starting weights
+
+def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
+    """Greedy pretraining of one seed on all training images (labels unused); computed once, cached."""
+    if seed in ctx.stacks:
+        return ctx.stacks[seed]
+    key = f"pretrain_seed{seed}"
+    record = ctx.run.load_stage(key)
+    path = ctx.run.encoder_path(seed)
+    if record is not None and (record["status"] != "ok" or path.is_file()):
+        if record["status"] != "ok":
+            raise TrainingDiverged(record["message"])
+        ctx.stacks[seed] = StackedEncoder.load(path, map_location=ctx.device)
+        return ctx.stacks[seed]
+    start = time.perf_counter()
+    try:
+        stack, histories = greedy_pretrain(ctx.data.X_train, list(ctx.cfg.model.sizes), ctx.cfg.pretrain_config(),
+                                           X_val=ctx.data.X_val, seed=seed, device=ctx.device,
+                                           progress=ctx.progress)
+    except TrainingDiverged as err:
+        ctx.run.save_stage(key, {"seed": seed, "status": "failed", "message": f"pretraining, seed {seed}: {err}",
+                                 "wall_seconds": time.perf_counter() - start})
+        raise TrainingDiverged(f"pretraining, seed {seed}: {err}") from None
+    stack.save(path)
+    rows = [{"seed": seed, "layer": k + 1, "epoch": row["epoch"], "train_loss": row["train_loss"],
+             "val_loss": row.get("val_loss")} for k, history in enumerate(histories) for row in history]
+    ctx.run.save_stage(key, {"seed": seed, "status": "ok", "history": rows,
+                             "wall_seconds": round(time.perf_counter() - start, 3)})
+    ctx.stacks[seed] = stack
+    return stack
+
+
+def fresh_stack(ctx: RunContext, seed: int) -> StackedEncoder:
+    """The same architecture from random initialisation: the weights pretraining starts from."""
+    pcfg = ctx.cfg.pretrain_config()
+    settings = {f.name: getattr(pcfg, f.name) for f in dataclasses.fields(pcfg)}
+    return StackedEncoder.random(ctx.data.n_features, list(ctx.cfg.model.sizes), seed=seed,
+                                 **settings).to(ctx.device)
+
+
+def starting_stack(ctx: RunContext, seed: int, arm: str) -> StackedEncoder:
+    """A private copy of the arm's starting weights."""
+    if arm in NEEDS_PRETRAINING:
+        return copy.deepcopy(pretrain_stage(ctx, seed))
+    return fresh_stack(ctx, seed)
+
+
+# ---------------------------------------------------------------- neural arms
+
+def _grid(ctx: RunContext, arm: str, fit_one) -> tuple[object, dict, list[dict]]:
+    """Fit once per grid value; keep the model with the best validation key (ties: first value).
+
+    `fit_one(lr) -> (model, history, val_metrics, key)`. Grid values that diverge are skipped;
+    if all diverge, the arm fails with every message."""
+    best, errors, history = None, [], []
+    for lr in ctx.cfg.finetune.lr:
+        try:
+            model, rows, val, key = fit_one(lr)
+        except TrainingDiverged as err:
+            errors.append(str(err))
+            continue
+        history.append((lr, rows))
+        if best is None or key < best[3]:
+            best = (model, lr, val, key)
+    if best is None:
+        raise TrainingDiverged(f"{arm}: every learning rate diverged: " + "; ".join(errors))
+    model, lr, val, _ = best
+    rows = [{"lr": grid_lr, **_history_row(row), "selected": grid_lr == lr} for grid_lr, r in history for row in r]
+    return model, {"lr": lr, **val}, rows
+
+
+def _history_row(row: dict) -> dict:
+    return {"epoch": row["epoch"], "train_loss": row["train_loss"], "val_loss": row.get("val_loss"),
+            "val_error": row.get("val_error")}
+
+
+def _fit_summary(rows: list[dict]) -> dict:
+    best = [r["epoch"] for r in rows if r.get("best")]
+    return {"epochs_trained": len(rows), "best_epoch": best[0] if best else len(rows)}
+
+
+def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor):
+    """pretrained / random: fine-tune the whole network; frozen: train the head only."""
+    d = ctx.data
+    X, y = d.X_train[subset.to(ctx.device)], d.y_train[subset.to(ctx.device)]
+
+    frozen_codes = None
+    if arm == "frozen":   # a fixed feature map: encode once, train the head on the codes
+        stack = pretrain_stage(ctx, seed)
+        frozen_codes = (stack.encode(X).to(ctx.device), stack.encode(d.X_val).to(ctx.device))
+
+    def fit_one(lr):
+        model = starting_stack(ctx, seed, arm).classifier(d.n_classes, seed=seed, freeze=arm == "frozen")
+        train_cfg = ctx.cfg.finetune.train_config(lr)
+        if frozen_codes is None:
+            rows = fit_classifier(model, X, y, train_cfg, X_val=d.X_val, y_val=d.y_val, seed=seed,
+                                  stage=f"{arm} lr={lr:g}", progress=ctx.progress)
+        else:   # model.head is trained in place: the same updates as the full frozen network
+            rows = fit_classifier(model.head, frozen_codes[0], y, train_cfg, X_val=frozen_codes[1],
+                                  y_val=d.y_val, seed=seed, stage=f"{arm} lr={lr:g}", progress=ctx.progress)
+        val = evaluate_classifier(model, d.X_val, d.y_val)
+        summary = {"val_error": val["error"], "val_loss": val["loss"], **_fit_summary(rows)}
+        return model, rows, summary, (val["error"], val["loss"])
+
+    model, metrics, history = _grid(ctx, arm, fit_one)
+    logits = predict_logits(model, d.X_test)              # the one read of the test split
+    test_loss = torch.nn.functional.cross_entropy(logits, d.y_test).item()
+    predictions = logits.argmax(1).cpu().numpy().astype(np.int64)
+    metrics.update(test_error=float((predictions != d.y_test.cpu().numpy()).mean()), test_loss=test_loss)
+    return metrics, predictions, history
+
+
+def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str) -> tuple[dict, list[dict]]:
+    """Unroll the stack into a deep autoencoder and fine-tune it on all training images."""
+    d = ctx.data
+
+    def fit_one(lr):
+        stack = starting_stack(ctx, seed, arm)
+        deep = stack.unroll()
+        rows = fit_autoencoder(deep, d.X_train, ctx.cfg.finetune.train_config(lr), X_val=d.X_val, seed=seed,
+                               stage=f"{arm} lr={lr:g}", progress=ctx.progress)
+        val = evaluate_reconstruction(deep, d.X_val)
+        summary = {"val_loss": val["loss"], **_fit_summary(rows)}
+        return stack, rows, summary, (val["loss"],)
+
+    stack, metrics, history = _grid(ctx, arm, fit_one)
+    test = evaluate_reconstruction(stack.unroll(), d.X_test)   # the one read of the test split
+    stack.save(ctx.run.model_path(seed, budget, arm))
+    metrics.update(test_loss=test["loss"], test_sse=test["sse"])
+    return metrics, history
+
+
+# ---------------------------------------------------------------- scikit-learn baselines
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor):
+    """Logistic regression on raw pixels, or on PCA to the top layer's width (PCA fit on all images)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    d = ctx.data
+    X_train, X_val, X_test = _numpy(d.X_train), _numpy(d.X_val), _numpy(d.X_test)
+    if arm == "pca-logreg":
+        pca = PCA(n_components=min(ctx.cfg.model.sizes[-1], *X_train.shape), random_state=seed).fit(X_train)
+        X_train, X_val, X_test = pca.transform(X_train), pca.transform(X_val), pca.transform(X_test)
+    idx = _numpy(subset)
+    clf = LogisticRegression(max_iter=1000, random_state=seed).fit(X_train[idx], _numpy(d.y_train)[idx])
+    val_proba = _full_proba(clf, X_val, d.n_classes)
+    test_proba = _full_proba(clf, X_test, d.n_classes)
+    y_val, y_test = _numpy(d.y_val), _numpy(d.y_test)
+    predictions = test_proba.argmax(1).astype(np.int64)
+    metrics = {"val_error": float((val_proba.argmax(1) != y_val).mean()), "val_loss": _nll(val_proba, y_val),
+               "test_error": float((predictions != y_test).mean()), "test_loss": _nll(test_proba, y_test)}
+    return metrics, predictions
+
+
+def _full_proba(clf, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class probabilities over all n_classes (columns for classes absent in training are 0)."""
+    proba = np.zeros((len(X), n_classes))
+    proba[:, clf.classes_] = clf.predict_proba(X)
+    return proba
+
+
+def _nll(proba: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None)).mean())
+
+
+def pca_reconstruction(ctx: RunContext) -> dict:
+    """PCA with as many components as the code width (Hinton & Salakhutdinov 2006, Fig. 2)."""
+    from sklearn.decomposition import PCA
+    d = ctx.data
+    X_train, X_val, X_test = _numpy(d.X_train), _numpy(d.X_val), _numpy(d.X_test)
+    pca = PCA(n_components=min(ctx.cfg.model.sizes[-1], *X_train.shape), svd_solver="full").fit(X_train)
+
+    def sse(X):
+        return float(((pca.inverse_transform(pca.transform(X)) - X) ** 2).sum(1).mean())
+
+    return {"val_loss": float(sse(X_val) / X_val.shape[1]), "test_loss": float(sse(X_test) / X_test.shape[1]),
+            "test_sse": sse(X_test)}

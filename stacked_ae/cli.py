@@ -1,0 +1,174 @@
+"""The `sae` command (also `python -m stacked_ae`).
+
+    sae run pipelines/quickstart.toml [--set pretrain.epochs=5] [--out DIR] [--force]
+    sae report runs/quickstart          sae validate FILE          sae datasets
+    sae encode --model runs/x/encoders/seed0.pt --input X.npy --output codes.npy
+
+Bad input ends with a one-line error and exit status 2 (`--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae", description="Greedy layer-wise autoencoder pretraining, "
+                                     "compared with random initialisation.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a pipeline file")
+    run.add_argument("file", help="pipeline file (TOML)")
+    _add_overrides(run)
+    run.add_argument("--data-root", help="folder with the dataset files (else data.root or $STACKED_AE_DATA)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    run.add_argument("--out", help="run folder (default runs/<name>)")
+    run.add_argument("--force", action="store_true", help="discard finished stages and start over")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+
+    validate = sub.add_parser("validate", help="check a pipeline file without running it")
+    validate.add_argument("file")
+    _add_overrides(validate)
+
+    report = sub.add_parser("report", help="render report.md/report.html from run folders")
+    report.add_argument("run_dirs", nargs="+")
+    report.add_argument("--out", help="folder for a side-by-side report of several runs")
+
+    datasets = sub.add_parser("datasets", help="list the known datasets and where each is looked for")
+    datasets.add_argument("--data-root")
+
+    encode = sub.add_parser("encode", help="encode a data file with a saved encoder")
+    encode.add_argument("--model", required=True, help="encoder file (StackedEncoder.save, runs/*/encoders/*.pt)")
+    encode.add_argument("--input", required=True, help=".npy, .npz, .csv or .parquet")
+    encode.add_argument("--output", required=True, help=".npy or .parquet")
+    encode.add_argument("--batch-size", type=int, default=8192)
+    encode.add_argument("--label-column", default="label", help="column to drop from .csv/.parquet input")
+    encode.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted key, e.g. --set pretrain.epochs=5")
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .pipeline import run_pipeline
+    cfg = load_config(args.file, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    try:
+        results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
+                               progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished stages are kept in {out}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    report_path = None
+    if not args.no_report:
+        report_path = _render(out)
+    print(summarize(cfg, results, out, report_path))
+    return 0
+
+
+def _render(run_dir: Path):
+    from .report import render_report
+    return render_report(run_dir)
+
+
+def summarize(cfg, results, out: Path, report_path) -> str:
+    """One screen: mean test metric per budget and arm, failures, where the report is."""
+    metric = "test_sse" if cfg.task == "reconstruction" else "test_error"
+    ok = results[results["status"] == "ok"]
+    lines = [f"{cfg.name}: {len(results)} stages ({len(ok)} ok) over seeds {list(cfg.seeds)}"]
+    if len(ok):
+        table = ok.assign(value=ok[metric].astype(float) * (100 if metric == "test_error" else 1))
+        pivot = table.pivot_table(index="budget", columns="arm", values="value", aggfunc="mean", sort=False)
+        pivot = pivot[[a for a in cfg.arms if a in pivot.columns]]
+        label = "test error (%), mean over seeds" if metric == "test_error" else "test squared error per image"
+        lines += [f"{label}:", pivot.to_string(float_format=lambda v: f"{v:.2f}")]
+    for _, row in results[results["status"] != "ok"].iterrows():
+        lines.append(f"FAILED seed {row['seed']}, budget {row['budget']}, {row['arm']}: {row['message']}")
+    lines.append(f"run folder: {out}")
+    if report_path:
+        lines.append(f"report: {report_path}")
+    return "\n".join(lines)
+
+
+def cmd_validate(args) -> int:
+    from .config import load_config
+    cfg = load_config(args.file, args.overrides)
+    print(f"{args.file}: ok ({cfg.task}, {len(cfg.seeds)} seeds, budgets {list(cfg.data.budgets)}, "
+          f"arms {list(cfg.arms)}, sizes {list(cfg.model.sizes)})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import render_report
+    dirs = [Path(d) for d in args.run_dirs]
+    for d in dirs:
+        if not (d / "results.csv").is_file():
+            raise FileNotFoundError(f"{d}: not a run folder (no results.csv); run `sae run` first")
+    path = render_report(dirs if len(dirs) > 1 else dirs[0], Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import DATA_ENV, FOLDERS, KNOWN_DATASETS, USER_SUFFIXES, find_idx_files
+    root = args.data_root or os.environ.get(DATA_ENV)
+    for name in KNOWN_DATASETS:
+        if name == "digits":
+            print("digits         scikit-learn's bundled 8x8 digits (1,797 images); always available")
+            continue
+        try:
+            where = f"found: {Path(find_idx_files(name, root)['train_images']).parent}"
+        except FileNotFoundError:
+            where = "not found"
+        looked = f"{root}/, {root}/{FOLDERS[name][0]}/raw/, {root}/{FOLDERS[name][1]}/" if root else \
+            f"(no --data-root and ${DATA_ENV} unset)"
+        print(f"{name:<14} IDX files, raw or .gz; looked in {looked}: {where}")
+    print(f"user files     {', '.join(USER_SUFFIXES)} with a label column (data.label_column), by path")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    from .encode import encode_file
+    path = encode_file(args.model, args.input, args.output, batch_size=args.batch_size,
+                       label_column=args.label_column, progress=not args.quiet)
+    print(f"codes: {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "datasets": cmd_datasets,
+            "encode": cmd_encode}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"sae: error: {_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _message(err: BaseException) -> str:
+    return str(err) or type(err).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

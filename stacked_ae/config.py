@@ -1,0 +1,397 @@
+"""Pipeline configuration: typed, frozen dataclasses loaded from TOML, validated once.
+
+`load_config("pipelines/quickstart.toml", overrides=["pretrain.epochs=5"])` returns a
+`PipelineConfig`. Tables map one-to-one onto the dataclasses below; unknown keys, wrong
+types and impossible values raise `ConfigError` naming the dotted key before any training.
+"""
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Union
+
+from .data import KNOWN_DATASETS, USER_SUFFIXES
+from .layers import ACTIVATIONS
+from .pretrain import PretrainConfig
+from .train import TrainConfig
+
+TASKS = ("classification", "reconstruction")
+ARMS = {"classification": ("pretrained", "random", "frozen", "logreg", "pca-logreg"),
+        "reconstruction": ("pretrained", "random", "pca")}
+
+Scalar = Union[int, float, str, bool]
+
+
+class ConfigError(ValueError):
+    """A pipeline file or override is invalid; the message names the dotted key or the file."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"            # digits | mnist | fashion-mnist | a .npz/.npy/.csv/.parquet path
+    root: str | None = None            # data root for mnist/fashion-mnist (else $STACKED_AE_DATA)
+    val_size: int | float = 0.1        # fraction (< 1) or count, drawn from the training images
+    test_size: int | float = 0.25      # digits and user files only; MNIST keeps its 10,000 test images
+    split_seed: int = 0                # the train/val/test split is the same for every seed
+    budgets: tuple[int | str, ...] = ("all",)   # labels per class for fine-tuning; "all" = every label
+    label_column: str = "label"        # user tables: the column holding the class
+    download: bool = False             # let torchvision download mnist/fashion-mnist into root
+
+    def __post_init__(self):
+        if self.dataset not in KNOWN_DATASETS and not self.dataset.lower().endswith(USER_SUFFIXES):
+            raise ConfigError(f"data.dataset must be one of {', '.join(KNOWN_DATASETS)} or a file ending in "
+                              f"{', '.join(USER_SUFFIXES)}; got {self.dataset!r}")
+        for key in ("val_size", "test_size"):
+            v = getattr(self, key)
+            if v < 0 or (isinstance(v, float) and v >= 1):
+                raise ConfigError(f"data.{key} must be a fraction in [0, 1) or a count >= 0, got {v!r}")
+        if not self.budgets:
+            raise ConfigError("data.budgets must list at least one label budget (e.g. [10, 100, \"all\"])")
+        for b in self.budgets:
+            if b != "all" and (isinstance(b, str) or b < 1):
+                raise ConfigError(f"data.budgets entries must be positive integers (labels per class) or "
+                                  f"\"all\", got {b!r}")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise ConfigError(f"data.budgets has duplicates: {list(self.budgets)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    sizes: tuple[int, ...] = (48, 32, 16)       # hidden widths, bottom to top
+    activation: str | tuple[str, ...] = "sigmoid"  # encoder units, one for all or one per layer
+    output_activation: str | tuple[str, ...] = "auto"  # decoder outputs; auto matches the data range
+
+    def __post_init__(self):
+        if not self.sizes or any(n < 1 for n in self.sizes):
+            raise ConfigError(f"model.sizes must be a non-empty list of positive widths, got {list(self.sizes)}")
+        acts = self.activation if isinstance(self.activation, tuple) else (self.activation,)
+        for a in acts:
+            if a not in ACTIVATIONS:
+                raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}; got {a!r}")
+        for key in ("activation", "output_activation"):
+            v = getattr(self, key)
+            if isinstance(v, tuple) and len(v) != len(self.sizes):
+                raise ConfigError(f"model.{key} has {len(v)} entries but model.sizes has {len(self.sizes)} "
+                                  f"layers; give one value or exactly {len(self.sizes)}")
+
+
+PerLayerFloat = float | tuple[float, ...]
+PerLayerInt = int | tuple[int, ...]
+PerLayerStr = str | tuple[str, ...]
+PerLayerBool = bool | tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class PretrainSection:
+    epochs: PerLayerInt = 10           # passes over the training images, per layer
+    lr: PerLayerFloat = 1e-3
+    batch_size: PerLayerInt = 64
+    optimizer: PerLayerStr = "adam"    # adam | sgd (momentum)
+    momentum: PerLayerFloat = 0.9
+    weight_decay: PerLayerFloat = 0.0
+    schedule: PerLayerStr = "constant"
+    tied: PerLayerBool = False         # decoder uses the encoder weight transposed
+    corruption: PerLayerStr = "mask"   # none | mask | gaussian | salt_pepper
+    noise: PerLayerFloat = 0.0         # corruption level in [0, 1); 0 = plain autoencoder
+    sparsity: PerLayerFloat = 0.0      # weight of the KL sparsity penalty
+    sparsity_target: PerLayerFloat = 0.05
+    contractive: PerLayerFloat = 0.0   # weight of the contractive (Jacobian) penalty
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    epochs: int = 30                   # at most; early stopping may end sooner
+    lr: tuple[float, ...] = (1e-3,)    # grid: each arm keeps its best value on validation
+    batch_size: int = 32
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    patience: int | None = 10          # epochs without validation improvement; none = train all epochs
+
+    def __post_init__(self):
+        if not self.lr:
+            raise ConfigError("finetune.lr must list at least one learning rate")
+        for lr in self.lr:
+            try:
+                self.train_config(lr)
+            except ValueError as err:
+                raise ConfigError(f"finetune.{err}") from None
+
+    def train_config(self, lr: float) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, lr=lr, batch_size=self.batch_size, optimizer=self.optimizer,
+                           momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
+                           patience=self.patience)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "experiment"
+    seeds: tuple[int, ...] = (0,)
+    task: str = "classification"       # classification | reconstruction (Hinton & Salakhutdinov 2006)
+    arms: tuple[str, ...] = ()          # empty: every arm of the task
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    reference: dict = field(default_factory=dict)  # published figures and their source, for the report
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"name must be a plain, non-empty folder name, got {self.name!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"seeds must be a non-empty list of distinct integers >= 0, got {list(self.seeds)}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
+        if not self.arms:
+            object.__setattr__(self, "arms", ARMS[self.task])
+        for arm in self.arms:
+            if arm not in ARMS[self.task]:
+                raise ConfigError(f"arms: {arm!r} is not an arm of a {self.task} pipeline; "
+                                  f"known: {', '.join(ARMS[self.task])}")
+        if len(set(self.arms)) != len(self.arms):
+            raise ConfigError(f"arms has duplicates: {list(self.arms)}")
+        if self.task == "reconstruction" and self.data.budgets != ("all",):
+            raise ConfigError("data.budgets: reconstruction pipelines use no labels; leave budgets at [\"all\"]")
+        try:
+            self.pretrain_config()
+        except ValueError as err:
+            message = str(err)
+            for key in ("activation", "output_activation"):   # these two live in [model]
+                message = message.replace(f"pretrain.{key} ", f"model.{key} ")
+            raise ConfigError(message) from None
+        _check_reference(self.reference)
+
+    def pretrain_config(self) -> PretrainConfig:
+        """The core PretrainConfig: [pretrain] plus the unit types from [model]."""
+        cfg = PretrainConfig(**dataclasses.asdict(self.pretrain), activation=self.model.activation,
+                             output_activation=self.model.output_activation)
+        cfg.check_layers(len(self.model.sizes))
+        return cfg
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _check_reference(reference: dict, key: str = "reference") -> None:
+    """Published figures are data: strings, numbers, and tables of them."""
+    for k, v in reference.items():
+        if isinstance(v, dict):
+            _check_reference(v, f"{key}.{k}")
+        elif not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise ConfigError(f"{key}.{k} must be a string, a number or a table, got {v!r}")
+
+
+def _plain(value):
+    """Tuples to lists, recursively (JSON/TOML friendly)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- typed construction from plain data
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "pretrain": PretrainSection, "finetune": FinetuneSection}
+
+
+def from_dict(raw: dict) -> PipelineConfig:
+    """Build a PipelineConfig from plain data (a parsed TOML file), checking keys and types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a pipeline must be a table of settings, got {type(raw).__name__}")
+    _check_keys(raw, PipelineConfig, "")
+    kwargs = {}
+    for f in fields(PipelineConfig):
+        if f.name not in raw:
+            continue
+        if f.name in SECTIONS:
+            section = raw[f.name]
+            if not isinstance(section, dict):
+                raise ConfigError(f"{f.name} must be a table ([{f.name}]), got {section!r}")
+            _check_keys(section, SECTIONS[f.name], f"{f.name}.")
+            kwargs[f.name] = _build(SECTIONS[f.name], section, f"{f.name}.")
+        elif f.name == "reference":
+            if not isinstance(raw[f.name], dict):
+                raise ConfigError(f"reference must be a table ([reference]), got {raw[f.name]!r}")
+            kwargs[f.name] = raw[f.name]
+        else:
+            kwargs[f.name] = coerce(raw[f.name], _hints(PipelineConfig)[f.name], f.name)
+    try:
+        return PipelineConfig(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def _build(cls, values: dict, prefix: str):
+    hints = _hints(cls)
+    kwargs = {k: coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{prefix.rstrip('.')}: {err}") from None
+
+
+def _check_keys(values: dict, cls, prefix: str) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown key {prefix + key!r}; known keys{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: "
+                              f"{', '.join(known)}")
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp, plural: bool = False) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0], plural=True)}"
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(a, plural) for a in typing.get_args(tp))
+    names = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+             bool: ("true or false", "true/false values"), dict: ("a table", "tables"),
+             type(None): ('"none"', '"none"')}
+    return names[tp][plural] if tp in names else str(tp)
+
+
+def coerce(value, tp, key: str):
+    """Convert `value` to the declared type `tp`, or raise ConfigError naming `key`."""
+    result = _try_coerce(value, tp)
+    if result is _FAIL:
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    return result
+
+
+_FAIL = object()
+
+
+def _try_coerce(value, tp):
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value == "none" and type(None) in args:
+            return None
+        # a scalar for a "scalar or list" field; a list for the list member
+        for arg in sorted(args, key=lambda a: typing.get_origin(a) is tuple):
+            result = _try_coerce(value, arg)
+            if result is not _FAIL:
+                return result
+        return _FAIL
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        items = value if isinstance(value, (list, tuple)) else [value]   # a scalar means a list of one
+        converted = [_try_coerce(v, item) for v in items]
+        return _FAIL if any(c is _FAIL for c in converted) else tuple(converted)
+    if tp is type(None):
+        return None if value is None else _FAIL
+    if tp is bool:
+        return value if isinstance(value, bool) else _FAIL
+    if tp is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _FAIL
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return _FAIL
+    if tp is str:
+        return value if isinstance(value, str) else _FAIL
+    if tp is dict:
+        return value if isinstance(value, dict) else _FAIL
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+# ---------------------------------------------------------------- files and overrides
+
+def parse_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+
+
+def load_config(path, overrides: list[str] = ()) -> PipelineConfig:
+    """Read a pipeline file, apply `key=value` overrides (dotted keys), validate, freeze."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such pipeline file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read pipeline file ({err})") from None
+    raw = parse_toml(text, str(path))
+    for override in overrides:
+        apply_override(raw, override)
+    try:
+        return from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Set a dotted key in the raw table from `key=value`; the value is read as TOML, else as a string."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} must look like key=value, e.g. pretrain.epochs=5")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    *parents, leaf = key.split(".")
+    table = raw
+    for i, part in enumerate(parents):
+        if part not in SECTIONS and part != "reference":
+            raise ConfigError(f"override {key!r}: unknown section {'.'.join(parents[:i + 1])!r}; "
+                              f"known: {', '.join([*SECTIONS, 'reference'])}")
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a table")
+    table[leaf] = value
+
+
+def dumps_toml(cfg: PipelineConfig) -> str:
+    """The config as a TOML pipeline file (load_config of it gives back an equal config)."""
+    data = cfg.to_dict()
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines += _toml_table(section, values)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(name: str, values: dict) -> list[str]:
+    lines = ["", f"[{name}]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines += _toml_table(f"{name}.{_toml_key(k)}", v)
+    return lines
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(v) -> str:
+    if v is None:
+        return '"none"'   # TOML has no null; typed fields read "none" back as None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")

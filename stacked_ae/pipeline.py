@@ -1,0 +1,210 @@
+"""Run a pipeline: seeds x label budgets x arms, each stage cached in the run directory.
+
+`run_pipeline(load_config("pipelines/quickstart.toml"), "runs/quickstart")` pretrains once per
+seed, fine-tunes every arm on the same labeled subset with the same budget and grid (each arm
+picks its own learning rate on validation), reads the test split once per kept model, and
+writes the tables described in docs/run-directory.md. A rerun skips finished stages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import ConfigError, PipelineConfig
+from .data import Dataset, labeled_subset, load_dataset
+from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, pretrain_stage, train_arm
+from .rundir import RunDir, atomic_write, budget_label, subset_hash, write_json, write_tables
+from .train import TrainingDiverged, resolve_device
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("stages", "encoders", "models", "predictions", "figures", "results.csv", "history.csv",
+             "pretrain.csv", "samples.npz", "manifest.json", "config.json", "report.md", "report.html")
+
+
+class RunDirError(ValueError):
+    """The output folder holds a run of another config (or is not a run folder)."""
+
+
+def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="auto", force: bool = False,
+                 progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) every stage of `cfg` into `out_dir`; returns the results table."""
+    run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name)
+    prepare_run_dir(run, cfg, force)
+    device = resolve_device(device)
+    data = _load_data(cfg, data_root)
+    check_budgets(cfg, data)
+    _write_start(run, cfg, data, device)
+    ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {})
+    stages = [(seed, budget, arm) for seed in cfg.seeds for budget in cfg.data.budgets for arm in cfg.arms]
+    from tqdm.auto import tqdm
+    bar = tqdm(stages, desc=cfg.name, unit="stage", disable=not progress)
+    for seed, budget, arm in bar:
+        bar.set_postfix_str(f"seed {seed}, budget {budget_label(budget)}, {arm}")
+        run_stage(ctx, seed, budget, arm)
+    bar.close()
+    results = write_tables(run, list(cfg.seeds), list(cfg.data.budgets), list(cfg.arms))
+    _write_finish(run)
+    return results
+
+
+# ---------------------------------------------------------------- preparation
+
+def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
+    """Create the folder, or check it holds a run of this very config (resume); --force starts over."""
+    config_path = run.root / "config.json"
+    if run.root.exists() and not run.root.is_dir():
+        raise RunDirError(f"{run.root}: exists and is not a folder")
+    if config_path.is_file() and not force:
+        try:
+            previous = json.loads(config_path.read_text())
+        except ValueError:
+            previous = None
+        if previous != cfg.to_dict():
+            changed = sorted(_changed_keys(previous or {}, cfg.to_dict()))
+            raise RunDirError(f"{run.root} holds a run of a different config (changed: {', '.join(changed)}); "
+                              f"pass --force to start it over, or --out to run elsewhere")
+    if force:
+        for name in RUN_FILES:
+            path = run.root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_json(config_path, cfg.to_dict())
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for k in set(old) | set(new):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys |= _changed_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.add(prefix + k)
+    return keys
+
+
+def _load_data(cfg: PipelineConfig, data_root) -> Dataset:
+    d = cfg.data
+    return load_dataset(d.dataset, data_root if data_root is not None else d.root, val_size=d.val_size,
+                        test_size=d.test_size, seed=d.split_seed, download=d.download, label_column=d.label_column)
+
+
+def check_budgets(cfg: PipelineConfig, data: Dataset) -> None:
+    """Every label budget fits the smallest class of the training split (checked before training)."""
+    counts = torch.bincount(data.y_train, minlength=data.n_classes)
+    smallest = int(counts.min())
+    for budget in cfg.data.budgets:
+        if budget != "all" and budget > smallest:
+            raise ConfigError(f"data.budgets: {budget} labels per class, but the smallest class of the training "
+                              f"split has {smallest} examples")
+
+
+def _to_device(data: Dataset, device: torch.device) -> Dataset:
+    tensors = {f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(data)
+               if isinstance(getattr(data, f.name), torch.Tensor)}
+    return dataclasses.replace(data, **tensors)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device) -> None:
+    from . import __version__
+    previous = _read_manifest(run)
+    manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,
+                "python_version": platform.python_version(), "platform": platform.platform(),
+                "git_commit": _git_commit(), "device": str(device), "torch_threads": torch.get_num_threads(),
+                "started": previous.get("started", _now()), "finished": None,
+                "command": " ".join(sys.argv),
+                "dataset": {"name": data.name, "n_train": len(data.X_train), "n_val": len(data.X_val),
+                            "n_test": len(data.X_test), "n_features": data.n_features,
+                            "image_shape": list(data.image_shape or []), "classes": list(data.classes)}}
+    write_json(run.root / "manifest.json", manifest)
+    if not (run.root / "samples.npz").is_file():
+        _write_samples(run, data)
+
+
+def _read_manifest(run: RunDir) -> dict:
+    try:
+        return json.loads((run.root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_samples(run: RunDir, data: Dataset, n: int = 2000) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, X=data.X_test[:n].numpy(), y=data.y_test[:n].numpy(), y_test=data.y_test.numpy(),
+             image_shape=np.array(data.image_shape or [], dtype=np.int64), classes=np.array(data.classes))
+    atomic_write(run.root / "samples.npz", buffer.getvalue())
+
+
+def _write_finish(run: RunDir) -> None:
+    manifest = _read_manifest(run)
+    seconds = {"pretrain": 0.0, "finetune": 0.0, "baselines": 0.0}
+    for record in run.stage_records("pretrain_"):
+        seconds["pretrain"] += record.get("wall_seconds", 0.0)
+    for record in run.stage_records("arm_"):
+        kind = "baselines" if record["result"]["arm"] in SKLEARN_ARMS else "finetune"
+        seconds[kind] += record["result"].get("wall_seconds") or 0.0
+    manifest.update(finished=_now(), stage_seconds={k: round(v, 1) for k, v in seconds.items()})
+    write_json(run.root / "manifest.json", manifest)
+
+
+# ---------------------------------------------------------------- stages
+
+def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
+    """One arm at one seed and budget; returns its results row (from cache when finished)."""
+    key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+    record = ctx.run.load_stage(key)
+    if record is not None:
+        return record["result"]
+    subset = labeled_subset(ctx.data.y_train.cpu(), budget, seed=subset_seed(seed, budget))
+    row = {"task": ctx.cfg.task, "seed": seed, "budget": budget_label(budget), "arm": arm, "status": "ok",
+           "message": "", "n_labeled": len(subset), "subset_hash": subset_hash(subset.numpy())}
+    history = []
+    start = time.perf_counter()
+    try:
+        if arm in NEEDS_PRETRAINING:
+            pretrain_stage(ctx, seed)          # a stage of its own, timed apart from the arm
+            start = time.perf_counter()
+        metrics, history = train_arm(ctx, seed, budget, arm, subset)
+        row.update(metrics)
+    except TrainingDiverged as err:
+        row.update(status="failed", message=str(err))
+        log.warning("seed %s, budget %s, arm %s failed: %s", seed, budget_label(budget), arm, err)
+    row["wall_seconds"] = round(time.perf_counter() - start, 3)
+    for row_h in history:
+        row_h.update(seed=seed, budget=budget_label(budget), arm=arm)
+    ctx.run.save_stage(key, {"result": row, "history": history})
+    return row
+
+
+def subset_seed(seed: int, budget) -> int:
+    """The labeled subset depends on seed and budget only, never on the arm."""
+    return seed * 100_003 + (0 if budget == "all" else int(budget))

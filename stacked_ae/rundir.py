@@ -1,0 +1,147 @@
+"""The run directory: atomic stage files, the stage cache, and the tidy result tables.
+
+Every file a stage writes goes through `atomic_write` (temp file, fsync, rename), so a killed
+run never leaves a half-written file; a stage counts as done once its JSON record exists.
+The layout is documented in docs/run-directory.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "subset_hash", "lr",
+                  "epochs_trained", "best_epoch", "val_error", "val_loss", "test_error", "test_loss", "test_sse",
+                  "wall_seconds"]
+HISTORY_COLUMNS = ["seed", "budget", "arm", "lr", "epoch", "train_loss", "val_loss", "val_error", "selected"]
+PRETRAIN_COLUMNS = ["seed", "layer", "epoch", "train_loss", "val_loss"]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, frame.to_csv(index=False, lineterminator="\n").encode())
+
+
+def subset_hash(indices) -> str:
+    """First 12 hex digits of the SHA-256 of the labeled subset's indices (int64, sorted)."""
+    arr = np.sort(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(arr.tobytes()).hexdigest()[:12]
+
+
+def budget_label(budget) -> str:
+    return "all" if budget == "all" else str(int(budget))
+
+
+class RunDir:
+    """Paths and the stage cache of one run directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def stage_path(self, key: str) -> Path:
+        return self.root / "stages" / f"{key}.json"
+
+    def encoder_path(self, seed: int) -> Path:
+        return self.root / "encoders" / f"seed{seed}.pt"
+
+    def model_path(self, seed: int, budget, arm: str) -> Path:
+        return self.root / "models" / f"seed{seed}_budget{budget_label(budget)}_{arm}.pt"
+
+    def predictions_path(self, seed: int, budget, arm: str) -> Path:
+        return self.root / "predictions" / f"seed{seed}_budget{budget_label(budget)}_{arm}.npy"
+
+    def load_stage(self, key: str) -> dict | None:
+        """The record of a finished stage, or None if the stage has not finished."""
+        path = self.stage_path(key)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            return None   # unreadable record (not ours, or damaged by hand): redo the stage
+
+    def save_stage(self, key: str, record: dict) -> None:
+        write_json(self.stage_path(key), record)
+
+    def stage_records(self, prefix: str) -> list[dict]:
+        folder = self.root / "stages"
+        if not folder.is_dir():
+            return []
+        records = []
+        for path in sorted(folder.glob(f"{prefix}*.json")):
+            try:
+                records.append(json.loads(path.read_text()))
+            except ValueError:
+                continue
+        return records
+
+
+def _order(frame: pd.DataFrame, arms: list[str], budgets: list) -> pd.DataFrame:
+    """Rows by seed, then budget (numbers ascending, all last), then arm in config order."""
+    budget_rank = {budget_label(b): i for i, b in enumerate(sorted(budgets, key=_budget_sort_key))}
+    arm_rank = {a: i for i, a in enumerate(arms)}
+    keys = frame.assign(_b=frame["budget"].map(budget_rank), _a=frame["arm"].map(arm_rank))
+    sort_cols = ["seed", "_b", "_a"] + (["lr", "epoch"] if "epoch" in frame.columns else [])
+    return keys.sort_values(sort_cols, kind="stable").drop(columns=["_b", "_a"]).reset_index(drop=True)
+
+
+def _budget_sort_key(budget) -> float:
+    return float("inf") if budget == "all" else float(budget)
+
+
+def write_tables(run: RunDir, seeds: list[int], budgets: list, arms: list[str]) -> pd.DataFrame:
+    """Assemble results.csv, history.csv and pretrain.csv from the stage records."""
+    seeds_set, budget_set = set(seeds), {budget_label(b) for b in budgets}
+    rows, history, pretrain = [], [], []
+    for record in run.stage_records("arm_"):
+        row = record["result"]
+        if row["seed"] in seeds_set and row["budget"] in budget_set and row["arm"] in arms:
+            rows.append(row)
+            history += record.get("history", [])
+    for record in run.stage_records("pretrain_"):
+        if record["seed"] in seeds_set:
+            pretrain += record.get("history", [])
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    if len(results):
+        results = _order(results, arms, budgets)
+    write_csv(run.root / "results.csv", results)
+    history_frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    if len(history_frame):
+        history_frame = _order(history_frame, arms, budgets)
+    write_csv(run.root / "history.csv", history_frame)
+    pretrain_frame = pd.DataFrame(pretrain, columns=PRETRAIN_COLUMNS)
+    write_csv(run.root / "pretrain.csv", pretrain_frame.sort_values(["seed", "layer", "epoch"], kind="stable"))
+    return results

@@ -1,0 +1,89 @@
+"""Shared test fixtures: digits in [0, 1], a seeded synthetic low-rank dataset, the MNIST folder.
+
+Tests stay fast and CPU-only: tiny layers, a few epochs, data built once per session.
+MNIST tests skip with a reason when neither $STACKED_AE_DATA nor ../shared/data/mnist holds the files.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+
+import stacked_ae
+from stacked_ae.data import DATA_ENV, DataNotFoundError, find_idx_files
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+class MnistLoad(NamedTuple):
+    dataset: stacked_ae.Dataset
+    warnings: list[str]   # messages of every warning raised while loading
+
+
+class LowRank(NamedTuple):
+    X: torch.Tensor      # (n, n_features) float32, strictly inside (0, 1)
+    y: torch.Tensor      # (n,) int64 in [0, n_classes)
+    rank: int
+    n_classes: int
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_torch_thread():
+    """Tiny matrices run faster on one thread than on threads fighting over a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def digits() -> stacked_ae.Dataset:
+    """scikit-learn's 8x8 digits scaled to [0, 1], with the default seeded split (read-only)."""
+    return stacked_ae.load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def low_rank() -> LowRank:
+    """300 examples of 20 features: sigmoid of a rank-3 product, labels = argmax of the latent factors."""
+    g = torch.Generator().manual_seed(1234)
+    n, n_features, rank = 300, 20, 3
+    Z = torch.randn(n, rank, generator=g)
+    A = torch.randn(rank, n_features, generator=g)
+    X = torch.sigmoid(Z @ A)                      # (n, 3) @ (3, 20) -> (n, 20), inside (0, 1)
+    return LowRank(X, Z.argmax(1), rank, rank)
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The MNIST data root ($STACKED_AE_DATA, else ../shared/data/mnist); skips when the IDX files are absent."""
+    root = Path(os.environ[DATA_ENV]) if os.environ.get(DATA_ENV) else SHARED_MNIST
+    try:
+        find_idx_files("mnist", root)
+    except DataNotFoundError:
+        pytest.skip(f"MNIST IDX files not found under {root} (set ${DATA_ENV} to a folder holding them)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_files(mnist_root) -> dict[str, Path]:
+    """The four MNIST IDX files by role: train_images, train_labels, test_images, test_labels."""
+    return find_idx_files("mnist", mnist_root)
+
+
+@pytest.fixture(scope="session")
+def mnist_load(mnist_root) -> MnistLoad:
+    """MNIST loaded once per session from the data root, with the warnings the load raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = stacked_ae.load_dataset("mnist", root=mnist_root)
+    return MnistLoad(dataset, [f"{w.category.__name__}: {w.message}" for w in caught])
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_load) -> stacked_ae.Dataset:
+    """MNIST with the default seeded validation split (read-only)."""
+    return mnist_load.dataset

@@ -1,0 +1,170 @@
+"""StackedEncoder: exact weight hand-off to the classifier and the unrolled autoencoder; safe save/load."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from stacked_ae import (
+    CheckpointError,
+    PretrainConfig,
+    StackedEncoder,
+    TrainConfig,
+    evaluate_reconstruction,
+    fit_autoencoder,
+    fit_classifier,
+    greedy_pretrain,
+)
+
+# Mixed activations, so that a hand-off that swapped or defaulted them would show.
+SETTINGS = dict(epochs=1, lr=1e-2, activation=["tanh", "sigmoid"], corruption="mask", noise=0.2)
+
+
+@pytest.fixture
+def pretrained(low_rank):
+    """A freshly pretrained 20-12-6 stack and clones of its weights taken right after pretraining."""
+    stack, _ = greedy_pretrain(low_rank.X, [12, 6], PretrainConfig(**SETTINGS), seed=0, progress=False)
+    return stack, {name: t.clone() for name, t in stack.state_dict().items()}
+
+
+# ---------------------------------------------------------------- hand-off
+
+
+def test_classifier_holds_the_pretrained_encoder_modules(pretrained):
+    """classifier() uses each pretrained encoder module itself, with weights equal to those pretraining produced."""
+    stack, weights = pretrained
+    clf = stack.classifier(3, seed=0)
+    for k, layer in enumerate(stack.layers):
+        inner = clf.encoder.layers[k].encoder
+        assert inner is layer.encoder, f"layer {k + 1}: the classifier holds a different encoder module"
+        assert inner.linear.weight is layer.encoder.linear.weight, f"layer {k + 1}: weight is a different tensor"
+        assert torch.equal(inner.linear.weight, weights[f"layers.{k}.encoder.linear.weight"]), f"layer {k + 1}"
+        assert torch.equal(inner.linear.bias, weights[f"layers.{k}.encoder.linear.bias"]), f"layer {k + 1}"
+
+
+def test_classifier_keeps_the_pretrained_activations(pretrained, low_rank):
+    """The classifier computes head(tanh-layer, then sigmoid-layer codes), the activations used in pretraining."""
+    stack, _ = pretrained
+    clf = stack.classifier(3, seed=0).eval()
+    assert clf.encoder.activations == ["tanh", "sigmoid"], clf.encoder.activations
+    first, second = (layer.encoder.linear for layer in stack.layers)
+    with torch.no_grad():
+        expected = clf.head(torch.sigmoid(second(torch.tanh(first(low_rank.X)))))
+        torch.testing.assert_close(clf(low_rank.X), expected)
+
+
+def test_unroll_reuses_encoders_and_reverses_pretrained_decoders(pretrained):
+    """unroll() holds the pretrained encoders and the pretrained decoders in reverse order, as the same modules."""
+    stack, weights = pretrained
+    deep = stack.unroll()
+    assert deep.stack is stack, "the unrolled autoencoder holds a different stack"
+    expected = [layer.decoder for layer in reversed(stack.layers)]
+    assert all(d is e for d, e in zip(deep.decoders, expected, strict=True)), "decoders are not reversed originals"
+    for k, layer in enumerate(stack.layers):
+        assert torch.equal(layer.decoder.linear.weight, weights[f"layers.{k}.decoder.linear.weight"]), f"layer {k + 1}"
+
+
+def test_unrolled_forward_is_encoders_then_decoders_in_reverse(pretrained, low_rank):
+    """The unrolled network computes dec1(dec2(enc2(enc1(x)))) with each layer's own activations."""
+    stack, _ = pretrained
+    (enc1, dec1), (enc2, dec2) = ((layer.encoder, layer.decoder) for layer in stack.layers)
+    assert [dec2.activation, dec1.activation] == ["linear", "sigmoid"], (dec2.activation, dec1.activation)
+    with torch.no_grad():
+        z = enc2.linear(torch.tanh(enc1.linear(low_rank.X)))
+        expected = torch.sigmoid(dec1.linear(dec2.linear(torch.sigmoid(z))))
+        torch.testing.assert_close(stack.unroll()(low_rank.X), expected)
+
+
+def test_frozen_classifier_trains_only_its_head(pretrained, low_rank):
+    """Fine-tuning a classifier(freeze=True) leaves every encoder tensor bit-identical and changes the head."""
+    stack, weights = pretrained
+    clf = stack.classifier(3, seed=0, freeze=True)
+    head = clf.head.weight.detach().clone()
+    fit_classifier(clf, low_rank.X, low_rank.y, TrainConfig(epochs=2, lr=1e-2))
+    changed = [name for name, t in stack.state_dict().items() if not torch.equal(t, weights[name])]
+    assert not changed, f"frozen encoder tensors changed: {changed}"
+    assert not torch.equal(clf.head.weight, head), "the head did not train"
+
+
+def test_fine_tuning_the_unrolled_autoencoder_halves_its_error(pretrained, low_rank):
+    """Ten epochs of fit_autoencoder on unroll() at least halve its squared reconstruction error."""
+    deep = pretrained[0].unroll()
+    before = evaluate_reconstruction(deep, low_rank.X)["sse"]
+    fit_autoencoder(deep, low_rank.X, TrainConfig(epochs=10, lr=1e-2))
+    after = evaluate_reconstruction(deep, low_rank.X)["sse"]
+    assert after < 0.5 * before, f"SSE per example {before:.4f} -> {after:.4f}"
+
+
+# ---------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_save_load_round_trip_gives_identical_codes_and_metadata(tmp_path, low_rank, tied):
+    """A loaded encoder gives bit-identical encode() output and the same metadata as the one saved."""
+    stack, _ = greedy_pretrain(low_rank.X, [12, 6], PretrainConfig(**SETTINGS, tied=tied), seed=0, progress=False)
+    loaded = StackedEncoder.load(stack.save(tmp_path / "encoder.pt"))
+    assert loaded.metadata() == stack.metadata(), (loaded.metadata(), stack.metadata())
+    codes, again = stack.encode(low_rank.X), loaded.encode(low_rank.X)
+    assert torch.equal(codes, again), f"max code difference {(codes - again).abs().max().item():.3g}"
+
+
+def test_truncated_checkpoint_raises_checkpoint_error(tmp_path, pretrained):
+    """A checkpoint cut to half its length raises CheckpointError saying it is not readable."""
+    path = pretrained[0].save(tmp_path / "encoder.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"encoder\.pt: not a readable stacked-ae checkpoint"):
+        StackedEncoder.load(path)
+
+
+def test_foreign_torch_file_raises_checkpoint_error(tmp_path):
+    """A torch file of another shape (a plain dict of tensors) raises CheckpointError naming the expected keys."""
+    path = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(3, 2), "epoch": 4}, path)
+    with pytest.raises(CheckpointError, match=r"other\.pt: not a stacked-ae checkpoint \(expected keys metadata"):
+        StackedEncoder.load(path)
+
+
+def test_non_torch_file_raises_checkpoint_error(tmp_path):
+    """A file that is not a torch checkpoint at all (text) raises CheckpointError."""
+    path = tmp_path / "notes.pt"
+    path.write_text("n_in,sizes\n20,12-6\n")
+    with pytest.raises(CheckpointError, match=r"notes\.pt: not a readable stacked-ae checkpoint"):
+        StackedEncoder.load(path)
+
+
+def test_checkpoint_not_matching_its_metadata_raises(tmp_path, pretrained):
+    """Weights that do not fit the architecture in the metadata raise CheckpointError naming the architecture."""
+    path = pretrained[0].save(tmp_path / "encoder.pt")
+    blob = torch.load(path, weights_only=True)
+    blob["state_dict"]["layers.0.encoder.linear.weight"] = torch.zeros(5, 20)
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match=r"weights do not match the architecture in its metadata \(20-12-6\)"):
+        StackedEncoder.load(path)
+
+
+class _MakesMarker:
+    """Unpickling this object calls os.makedirs(marker): code execution, if the loader allowed it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_crafted_pickle_raises_without_running_code(tmp_path, writer):
+    """A checkpoint whose pickle would call os.makedirs raises CheckpointError and the call never happens."""
+    marker, path = tmp_path / "marker", tmp_path / "evil.pt"
+    payload = {"metadata": "{}", "state_dict": _MakesMarker(marker)}
+    with open(path, "wb") as f:
+        torch.save(payload, f) if writer == "torch.save" else pickle.dump(payload, f, protocol=2)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: not a readable stacked-ae checkpoint"):
+        StackedEncoder.load(path)
+    assert not marker.exists(), "loading the checkpoint ran the pickled code"
+    # Control: an unrestricted unpickle does run it, so the payload is live.
+    torch.load(path, weights_only=False) if writer == "torch.save" else pickle.loads(path.read_bytes())
+    assert marker.exists(), "the crafted payload is inert, so the check above proves nothing"

@@ -1,0 +1,202 @@
+"""Training loops: the pretrained classifier learns digits, early stopping stops and restores, bad input is named."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stacked_ae import (
+    AutoencoderLayer,
+    PretrainConfig,
+    StackedEncoder,
+    TrainConfig,
+    TrainingDiverged,
+    evaluate_classifier,
+    evaluate_reconstruction,
+    fit_autoencoder,
+    fit_classifier,
+    greedy_pretrain,
+)
+
+
+def _random_labels(n: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def _fit_random_labels(digits, cfg: TrainConfig):
+    """A one-layer classifier fitted to digits with random labels: nothing to learn, so validation stalls."""
+    clf = StackedEncoder.random(64, [32], seed=0).classifier(10, seed=0)
+    y_val = _random_labels(len(digits.X_val), 1)
+    history = fit_classifier(clf, digits.X_train, _random_labels(len(digits.X_train), 0), cfg,
+                             X_val=digits.X_val, y_val=y_val, seed=0)
+    return clf, y_val, history
+
+
+# ---------------------------------------------------------------- learning
+
+
+def test_pretrained_three_layer_classifier_reaches_95_percent_on_digits(digits):
+    """A 64-96-64-32 stack, pretrained and fine-tuned in a few CPU seconds, scores >= 0.95 on digits test."""
+    cfg = PretrainConfig(epochs=10, lr=1e-2, corruption="mask", noise=0.1)
+    stack, _ = greedy_pretrain(digits.X_train, [96, 64, 32], cfg, seed=0, progress=False)
+    clf = stack.classifier(10, seed=0)
+    fit_classifier(clf, digits.X_train, digits.y_train, TrainConfig(epochs=40, lr=1e-2, schedule="cosine"),
+                   X_val=digits.X_val, y_val=digits.y_val, seed=0)
+    accuracy = evaluate_classifier(clf, digits.X_test, digits.y_test)["accuracy"]
+    assert accuracy >= 0.95, f"test accuracy {accuracy:.4f} (chance is 0.10)"
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+def test_early_stopping_restores_the_best_epoch(digits):
+    """The returned model has exactly the validation error and loss of the history's best row, not the last."""
+    clf, y_val, history = _fit_random_labels(digits, TrainConfig(epochs=40, lr=1e-2, patience=3))
+    best = [row for row in history if row["best"]]
+    assert len(best) == 1 and best[0]["epoch"] < history[-1]["epoch"], [(r["epoch"], r["best"]) for r in history]
+    now = evaluate_classifier(clf, digits.X_val, y_val)
+    got, want = (now["error"], now["loss"]), (best[0]["val_error"], best[0]["val_loss"])
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-7), f"returned model {got}, best epoch {want}"
+
+
+def test_best_row_has_lowest_validation_error_then_loss(digits):
+    """The row marked best minimises (val_error, val_loss) over the history."""
+    _, _, history = _fit_random_labels(digits, TrainConfig(epochs=40, lr=1e-2, patience=3))
+    best = next(row for row in history if row["best"])
+    lowest = min((row["val_error"], row["val_loss"]) for row in history)
+    assert (best["val_error"], best["val_loss"]) == lowest, (best, lowest)
+
+
+@pytest.mark.parametrize("lr,labels", [(1e-12, "true"), (1e-2, "random")])
+def test_early_stopping_stops_before_the_epoch_budget(digits, lr, labels):
+    """With patience 3 and nothing to gain (absurdly small lr, or random labels), fewer than 40 epochs run."""
+    cfg = TrainConfig(epochs=40, lr=lr, patience=3)
+    if labels == "random":
+        history = _fit_random_labels(digits, cfg)[2]
+    else:
+        clf = StackedEncoder.random(64, [32], seed=0).classifier(10, seed=0)
+        history = fit_classifier(clf, digits.X_train, digits.y_train, cfg, X_val=digits.X_val, y_val=digits.y_val)
+    best = next(row["epoch"] for row in history if row["best"])
+    assert len(history) == best + 3 < 40, f"ran {len(history)} of 40 epochs, best epoch {best}, patience 3"
+
+
+def test_autoencoder_early_stopping_restores_lowest_validation_loss(digits):
+    """fit_autoencoder returns the weights of its best epoch: their validation loss equals that row's, not the last."""
+    layer = AutoencoderLayer(64, 16, seed=0)
+    X_val = 1 - digits.X_val          # inverted digits: learning digits makes these worse
+    history = fit_autoencoder(layer, digits.X_train[:200], TrainConfig(epochs=30, lr=3e-2, patience=2), X_val=X_val)
+    best = next(row for row in history if row["best"])
+    assert best["epoch"] < len(history), f"best epoch {best['epoch']} is the last of {len(history)}"
+    now = evaluate_reconstruction(layer, X_val)["loss"]
+    assert now == pytest.approx(best["val_loss"], rel=1e-6), f"returned model loss {now:.6f}, best row {best}"
+
+
+def test_divergence_raises_naming_stage_and_epoch(digits):
+    """A loss that becomes non-finite raises TrainingDiverged naming the stage, the epoch and the lr."""
+    layer = AutoencoderLayer(64, 8, activation="linear", output_activation="linear")
+    with pytest.raises(TrainingDiverged, match=r"layer 1: training loss became nan at epoch 1 \(lr=1e\+06\)"):
+        fit_autoencoder(layer, digits.X_train, TrainConfig(epochs=3, lr=1e6, optimizer="sgd"), stage="layer 1")
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def _fit_small_classifier(low_rank, seed: int) -> dict:
+    clf = StackedEncoder.random(20, [8], seed=0, corruption="mask", noise=0.2).classifier(3, seed=0)
+    fit_classifier(clf, low_rank.X, low_rank.y, TrainConfig(epochs=3, lr=1e-2), seed=seed)
+    return clf.state_dict()
+
+
+def test_fit_classifier_same_seed_gives_identical_weights(low_rank):
+    """Two fit_classifier runs from the same start with the same seed give bit-identical weights."""
+    a, b = _fit_small_classifier(low_rank, 0), _fit_small_classifier(low_rank, 0)
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differing, f"tensors differ between same-seed runs: {differing}"
+
+
+def test_fit_classifier_different_seeds_give_different_weights(low_rank):
+    """Batch order follows the seed: seeds 0 and 1 give different fine-tuned head weights."""
+    a, b = _fit_small_classifier(low_rank, 0), _fit_small_classifier(low_rank, 1)
+    gap = (a["head.weight"] - b["head.weight"]).abs().max().item()
+    assert gap > 1e-4, f"head weights differ by at most {gap:.2e} across seeds"
+
+
+def test_fit_classifier_leaves_global_rng_untouched(low_rank):
+    """Building and fine-tuning a classifier draws no numbers from torch's global generator."""
+    state = torch.random.get_rng_state()
+    _fit_small_classifier(low_rank, 0)
+    assert torch.equal(state, torch.random.get_rng_state()), "the global RNG state changed"
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def small_classifier():
+    return StackedEncoder.random(5, [4], seed=0).classifier(3, seed=0)
+
+
+X5 = np.random.default_rng(0).random((6, 5))
+Y5 = np.array([0, 1, 2, 0, 1, 2])
+ONE_EPOCH = TrainConfig(epochs=1)
+
+
+def _with(value, row=2, col=1):
+    X = X5.copy()
+    X[row, col] = value
+    return X
+
+
+@pytest.mark.parametrize("X,message", [
+    (_with(np.nan), r"X contains 1 NaN or infinite values"),
+    (_with(np.inf), r"X contains 1 NaN or infinite values"),
+    (_with(-np.inf), r"X contains 1 NaN or infinite values"),
+    (X5[0], r"X must be 2-D \(n_samples, n_features\), got shape \(5,\)"),
+    (X5[None], r"X must be 2-D \(n_samples, n_features\), got shape \(1, 6, 5\)"),
+    (X5[:, :4], r"X has 4 features, expected 5"),
+    (np.empty((0, 5)), r"X is empty: shape \(0, 5\)"),
+    ([["a", "b", "c", "d", "e"]] * 6, r"X must be a numeric array"),
+], ids=["nan", "inf", "-inf", "1-D", "3-D", "n_features", "empty", "strings"])
+def test_bad_X_raises_value_error(small_classifier, X, message):
+    """Non-finite, mis-shaped, empty or non-numeric X raises ValueError naming X and the problem."""
+    with pytest.raises(ValueError, match=message):
+        fit_classifier(small_classifier, X, Y5, ONE_EPOCH)
+
+
+@pytest.mark.parametrize("y,message", [
+    (np.array([0, 1, 3, 0, 1, 2]), r"y has label 3 but the model has 3 classes \(labels must be in \[0, 3\)\)"),
+    (np.array([0, 1, -1, 0, 1, 2]), r"y has negative labels \(min -1\)"),
+    (np.array([0, 1, 1.5, 0, 1, 2]), r"y must hold integer class labels, got non-integer floats such as \[1.5\]"),
+    (np.array([0, 1, 2, 0, 1]), r"y has 5 labels for 6 samples"),
+    (np.array([]), r"y is empty"),
+    (np.array([[0, 1, 2, 0, 1, 2]]), r"y must be 1-D, got shape \(1, 6\)"),
+    (np.array(["0", "1", "2", "0", "1", "2"]), r"y must hold integer class labels, got dtype <U1"),
+], ids=["out-of-range", "negative", "float", "length", "empty", "2-D", "strings"])
+def test_bad_labels_raise_value_error(small_classifier, y, message):
+    """Out-of-range, negative, fractional, mis-sized, empty or text labels raise ValueError naming y."""
+    with pytest.raises(ValueError, match=message):
+        fit_classifier(small_classifier, X5, y, ONE_EPOCH)
+
+
+def test_bad_validation_labels_are_named_y_val(small_classifier):
+    """A problem in the validation labels is reported under the name y_val."""
+    with pytest.raises(ValueError, match=r"y_val has label 7 but the model has 3 classes"):
+        fit_classifier(small_classifier, X5, Y5, ONE_EPOCH, X_val=X5, y_val=np.array([0, 1, 7, 0, 1, 2]))
+
+
+def test_validation_data_must_come_in_pairs(small_classifier):
+    """X_val without y_val raises ValueError saying they go together."""
+    with pytest.raises(ValueError, match=r"X_val and y_val must be given together"):
+        fit_classifier(small_classifier, X5, Y5, ONE_EPOCH, X_val=X5)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"epochs": 0}, r"epochs must be a positive integer, got 0"),
+    ({"lr": float("nan")}, r"lr must be a positive number, got nan"),
+    ({"optimizer": "lbfgs"}, r"optimizer must be one of adam, sgd; got 'lbfgs'"),
+    ({"patience": 0}, r"patience must be a positive integer, got 0"),
+])
+def test_bad_train_config_raises_value_error(kwargs, message):
+    """Invalid TrainConfig fields raise ValueError naming the field and value."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
