@@ -8,8 +8,14 @@ from .data import DataFormatError, DataNotFoundError, Dataset, load_dataset  # n
 from .layers import AutoencoderLayer  # noqa: E402
 from .model import CheckpointError, Classifier, DeepAutoencoder, StackedEncoder  # noqa: E402
 from .pretrain import PretrainConfig, greedy_pretrain  # noqa: E402
-from .train import (TrainConfig, TrainingDiverged, evaluate_classifier,  # noqa: E402
-                    evaluate_reconstruction, fit_autoencoder, fit_classifier)
+from .train import (  # noqa: E402
+    TrainConfig,
+    TrainingDiverged,
+    evaluate_classifier,
+    evaluate_reconstruction,
+    fit_autoencoder,
+    fit_classifier,
+)
 
 __all__ = [
     "AutoencoderLayer", "CheckpointError", "Classifier", "DataFormatError", "DataNotFoundError", "Dataset",

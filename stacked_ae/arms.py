@@ -20,8 +20,14 @@ from .data import Dataset
 from .model import StackedEncoder
 from .pretrain import greedy_pretrain
 from .rundir import RunDir, write_npy
-from .train import (TrainingDiverged, evaluate_classifier, evaluate_reconstruction, fit_autoencoder,
-                    fit_classifier, predict_logits)
+from .train import (
+    TrainingDiverged,
+    evaluate_classifier,
+    evaluate_reconstruction,
+    fit_autoencoder,
+    fit_classifier,
+    predict_logits,
+)
 
 NEEDS_PRETRAINING = ("pretrained", "frozen")
 SKLEARN_ARMS = ("logreg", "pca-logreg", "pca")

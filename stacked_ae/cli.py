@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default runs/<name>)")
     run.add_argument("--force", action="store_true", help="discard finished stages and start over")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--threads", default="auto", help="CPU threads: a number, or auto (1 for networks no "
+                     "wider than 256 units, else one per core)")
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
 
     validate = sub.add_parser("validate", help="check a pipeline file without running it")
@@ -66,7 +68,7 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     try:
         results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
-                               progress=not args.quiet)
+                               progress=not args.quiet, threads=_threads(args.threads))
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished stages are kept in {out}; run the same command again to resume",
               file=sys.stderr)
@@ -76,6 +78,14 @@ def cmd_run(args) -> int:
         report_path = _render(out)
     print(summarize(cfg, results, out, report_path))
     return 0
+
+
+def _threads(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--threads must be a positive integer or auto, got {value!r}")
+    return int(value)
 
 
 def _render(run_dir: Path):

@@ -23,8 +23,6 @@ TASKS = ("classification", "reconstruction")
 ARMS = {"classification": ("pretrained", "random", "frozen", "logreg", "pca-logreg"),
         "reconstruction": ("pretrained", "random", "pca")}
 
-Scalar = Union[int, float, str, bool]
-
 
 class ConfigError(ValueError):
     """A pipeline file or override is invalid; the message names the dotted key or the file."""
@@ -247,8 +245,8 @@ def _check_keys(values: dict, cls, prefix: str) -> None:
     known = [f.name for f in fields(cls)]
     for key in values:
         if key not in known:
-            raise ConfigError(f"unknown key {prefix + key!r}; known keys{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: "
-                              f"{', '.join(known)}")
+            where = f" in [{prefix.rstrip('.')}]" if prefix else ""
+            raise ConfigError(f"unknown key {prefix + key!r}; known keys{where}: {', '.join(known)}")
 
 
 def _hints(cls) -> dict:

@@ -147,7 +147,8 @@ def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator
     if kind == "none" or level == 0.0:
         return x
     if kind == "mask":
-        keep = torch.rand(x.shape, generator=generator, device=x.device) >= level
+        # 1.0 = keep, 0.0 = drop, compared in place: no bool tensor to convert in the product.
+        keep = torch.rand(x.shape, generator=generator, device=x.device).ge_(level)
         return x * keep
     if kind == "gaussian":
         return x + level * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

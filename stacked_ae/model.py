@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -33,13 +33,13 @@ class StackedEncoder(nn.Module):
         layers = list(layers)
         if not layers:
             raise ValueError("StackedEncoder needs at least one layer")
-        for k, (below, above) in enumerate(zip(layers, layers[1:]), start=2):
+        for k, (below, above) in enumerate(zip(layers, layers[1:], strict=False), start=2):
             if below.n_out != above.n_in:
                 raise ValueError(f"layer {k} expects {above.n_in} inputs but layer {k - 1} gives {below.n_out}")
         self.layers = nn.ModuleList(layers)
 
     @classmethod
-    def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, **settings) -> "StackedEncoder":
+    def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, **settings) -> StackedEncoder:
         """Fresh layers through the same constructor; `settings` as in greedy_pretrain (per-layer lists ok)."""
         from .pretrain import PretrainConfig
         cfg = PretrainConfig(**settings)
@@ -78,11 +78,11 @@ class StackedEncoder(nn.Module):
         finally:
             self.train(was_training)
 
-    def classifier(self, n_classes: int, *, seed: int = 0, freeze: bool = False) -> "Classifier":
+    def classifier(self, n_classes: int, *, seed: int = 0, freeze: bool = False) -> Classifier:
         """Encoder + linear head (logits out); the encoder modules are this stack's own."""
         return Classifier(self, n_classes, seed=seed, freeze=freeze)
 
-    def unroll(self) -> "DeepAutoencoder":
+    def unroll(self) -> DeepAutoencoder:
         """The deep autoencoder: encoders 1..K, then decoders K..1, each the pretrained module."""
         return DeepAutoencoder(self)
 
@@ -108,7 +108,7 @@ class StackedEncoder(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "StackedEncoder":
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> StackedEncoder:
         """Read a file written by `save`; never unpickles code (weights_only=True)."""
         path = Path(path)
         if not path.is_file():

@@ -16,16 +16,16 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, pretrain_stage, train_arm
 from .config import ConfigError, PipelineConfig
 from .data import Dataset, labeled_subset, load_dataset
-from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, pretrain_stage, train_arm
 from .rundir import RunDir, atomic_write, budget_label, subset_hash, write_json, write_tables
 from .train import TrainingDiverged, resolve_device
 
@@ -40,11 +40,16 @@ class RunDirError(ValueError):
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="auto", force: bool = False,
-                 progress: bool = True) -> pd.DataFrame:
-    """Run (or resume) every stage of `cfg` into `out_dir`; returns the results table."""
+                 progress: bool = True, threads: int | str | None = None) -> pd.DataFrame:
+    """Run (or resume) every stage of `cfg` into `out_dir`; returns the results table.
+
+    `threads` sets torch's CPU threads for the run: an int, "auto" (see `auto_threads`), or
+    None to leave torch's setting alone."""
     run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name)
     prepare_run_dir(run, cfg, force)
     device = resolve_device(device)
+    if device.type == "cpu" and threads is not None:
+        torch.set_num_threads(threads if threads != "auto" else auto_threads(cfg))
     data = _load_data(cfg, data_root)
     check_budgets(cfg, data)
     _write_start(run, cfg, data, device)
@@ -62,6 +67,12 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
 
 
 # ---------------------------------------------------------------- preparation
+
+def auto_threads(cfg: PipelineConfig) -> int:
+    """One thread for narrow networks, where splitting each small matmul costs more than it
+    saves; otherwise torch's default (one per core)."""
+    return 1 if max(cfg.model.sizes) <= 256 else torch.get_num_threads()
+
 
 def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
     """Create the folder, or check it holds a run of this very config (resume); --force starts over."""
@@ -131,7 +142,7 @@ def _git_commit() -> str | None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device) -> None:

@@ -7,8 +7,9 @@ eval mode, without corruption), and returns the `StackedEncoder` and one history
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -139,7 +140,7 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
     codes = check_X(X, "X").to(device)
     val_codes = None if X_val is None else check_X(X_val, "X_val", n_features=codes.shape[1]).to(device)
     layers, histories = [], []
-    for k, (n_in, n_out) in enumerate(zip([codes.shape[1], *sizes], sizes)):
+    for k, (n_in, n_out) in enumerate(zip([codes.shape[1], *sizes], sizes, strict=False)):
         in_unit = bool(codes.min() >= 0 and codes.max() <= 1) if k == 0 else None
         layer = cfg.make_layer(k, n_in, n_out, len(sizes), seed, in_unit).to(device)
         train_cfg = cfg.train_config(k)

@@ -1,0 +1,113 @@
+"""Codes from a trained `StackedEncoder`: of arrays (any layer, or all layers) and of data files.
+
+`encode_file("encoder.pt", "data.csv", "codes.parquet")` reads a .npy/.npz/.csv/.parquet
+table, encodes it in batches and writes .npy or .parquet (columns code_0, code_1, ...);
+`encode_layers` and `decode_codes` are the array-level pieces the scikit-learn wrappers use.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import check_X, read_table
+from .model import DeepAutoencoder, StackedEncoder
+from .train import EVAL_BATCH
+
+OUTPUT_SUFFIXES = (".npy", ".parquet")
+
+
+def check_output(output, n_layers: int) -> None:
+    """`output` is "top", "all" or a layer number 1..n_layers; ValueError otherwise."""
+    if output in ("top", "all"):
+        return
+    if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 1 <= output <= n_layers:
+        raise ValueError(f"output must be 'top', 'all' or a layer number in 1..{n_layers}, got {output!r}")
+
+
+def encode_layers(encoder: StackedEncoder, X, output="top", batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Codes of the top layer, of layer `output` (1-based), or of every layer side by side (CPU tensor)."""
+    n_layers = len(encoder.layers)
+    check_output(output, n_layers)
+    if output == "all":   # (n, n_in) -> (n, sum(sizes)), layer 1 first
+        return torch.cat([encoder.encode(X, batch_size, depth=k) for k in range(1, n_layers + 1)], dim=1)
+    return encoder.encode(X, batch_size, depth=None if output == "top" else int(output))
+
+
+@torch.inference_mode()
+def decode_codes(encoder: StackedEncoder, codes, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Top-layer codes back through the decoders K..1: (n, sizes[-1]) -> (n, n_in), on CPU."""
+    codes = check_X(codes, "codes", n_features=encoder.sizes[-1])
+    model = DeepAutoencoder(encoder)
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    model.eval()
+    try:
+        return torch.cat([model.decode(codes[s:s + batch_size].to(device)).cpu()
+                          for s in range(0, len(codes), batch_size)])
+    finally:
+        encoder.train(was_training)
+
+
+def encode_file(model: str | os.PathLike | StackedEncoder, input: str | os.PathLike, output: str | os.PathLike,
+                *, batch_size: int = EVAL_BATCH, label_column: str = "label", progress: bool = True) -> Path:
+    """Encode the table in `input` with the encoder in `model` (a saved file or a StackedEncoder).
+
+    Writes the top-layer codes to `output` (.npy: the code matrix; .parquet: columns code_0..,
+    plus `label_column` when the input has labels), atomically. Features must be scaled the
+    way the encoder's training data was. Returns the output path.
+    """
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{output}: unsupported output type {output.suffix!r}; expected "
+                         f"{' or '.join(OUTPUT_SUFFIXES)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    encoder = model if isinstance(model, StackedEncoder) else StackedEncoder.load(model)
+    X, y = _read_features(input, label_column, encoder)
+    bar = tqdm(range(0, len(X), batch_size), desc=f"encode {Path(input).name}", unit="batch",
+               disable=not progress, leave=False)
+    codes = torch.cat([encoder.encode(X[s:s + batch_size], batch_size) for s in bar]).numpy()
+    _write_codes(output, codes, y, label_column)
+    return output
+
+
+def _read_features(path, label_column: str, encoder: StackedEncoder) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The feature table of `path` as a checked float32 tensor, and its labels (or None)."""
+    X, y = read_table(path, label_column)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D feature table (n_samples, n_features), got shape {X.shape}")
+    if X.shape[1] != encoder.n_in:
+        raise ValueError(f"{path}: has {X.shape[1]} feature columns but the encoder expects {encoder.n_in}"
+                         + (f" (label column {label_column!r} is excluded)" if y is not None else ""))
+    X = check_X(X, str(path))
+    if encoder.layers[0].decoder.activation == "sigmoid" and (X.min() < 0 or X.max() > 1):
+        warnings.warn(f"{path}: features range over [{X.min():.3g}, {X.max():.3g}] but the encoder was "
+                      f"trained on data in [0, 1]; scale the data the way its training data was",
+                      stacklevel=3)
+    return X, y
+
+
+def _write_codes(output: Path, codes: np.ndarray, y: np.ndarray | None, label_column: str) -> None:
+    """Write to a temp file beside `output`, then rename: a reader never sees half a file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    try:
+        if output.suffix.lower() == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, codes)
+        else:
+            import pandas as pd
+            frame = pd.DataFrame(codes, columns=[f"code_{j}" for j in range(codes.shape[1])])
+            if y is not None:
+                frame[label_column] = y
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,443 @@
+"""scikit-learn wrappers: greedy layer-wise pretraining as a transformer and as a classifier.
+
+    Pipeline([("sae", StackedAutoencoderTransformer(sizes=(64, 32), random_state=0)),
+              ("clf", LogisticRegression())]).fit(X, y)
+
+Thin by design: parameters become the core configs, NumPy <-> torch happens only here.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import fields
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .encode import check_output, decode_codes, encode_layers
+from .model import StackedEncoder
+from .pretrain import TRAIN_FIELDS, PretrainConfig, _check_sizes, greedy_pretrain
+from .train import TrainConfig, fit_autoencoder, fit_classifier, predict_logits, resolve_device
+
+INITS = ("pretrained", "random")
+
+
+def _seed(random_state) -> int:
+    """The core's integer seed; None draws one from OS entropy, leaving the global RNGs untouched."""
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def _to_tensor(X: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    return torch.tensor(X, dtype=dtype)   # a copy: the caller's array is never shared with torch
+
+
+def _build(config_cls, params: dict, prefix: str = ""):
+    """A core config from estimator parameters; errors name the estimator parameter."""
+    try:
+        return config_cls(**params)
+    except ValueError as err:
+        raise ValueError(prefix + str(err).removeprefix("pretrain.")) from None
+
+
+class _StackedAutoencoderBase(BaseEstimator):
+    """Shared plumbing of the two estimators: configs from parameters, pretraining, validation."""
+
+    def _pretrain_config(self) -> PretrainConfig:
+        return _build(PretrainConfig, {f.name: getattr(self, f.name) for f in fields(PretrainConfig)})
+
+    def _finetune_config(self, **extra) -> TrainConfig:
+        params = {name: getattr(self, f"finetune_{name}") for name in TRAIN_FIELDS}
+        return _build(TrainConfig, {**params, **extra}, prefix="finetune_")
+
+    def _pretrain(self, X, cfg, seed, X_val=None) -> tuple[StackedEncoder, list]:
+        return greedy_pretrain(X, self.sizes, cfg, X_val=X_val, seed=seed, device=self.device,
+                               progress=bool(self.verbose))
+
+    def _validate(self, X) -> torch.Tensor:
+        check_is_fitted(self)
+        return _to_tensor(validate_data(self, X, reset=False, dtype=np.float32))
+
+
+class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _StackedAutoencoderBase):
+    """Features from a stack of autoencoders trained greedily, one layer at a time.
+
+    Each layer is a shallow autoencoder trained to reconstruct the codes of the layer
+    below it (Hinton & Salakhutdinov, 2006; Bengio et al., 2007), optionally from a
+    corrupted copy (denoising, Vincent et al., 2008). The trained encoders, stacked, map X
+    to codes; optionally the unrolled deep autoencoder is then fine-tuned on reconstruction.
+
+    Inputs are expected scaled to [0, 1] (e.g. ``MinMaxScaler``, or pixels / 255) for the
+    sigmoid + cross-entropy first layer that ``output_activation="auto"`` picks for such
+    data; other data get a linear decoder with squared error.
+
+    Parameters
+    ----------
+    sizes : sequence of int, default=(64, 32)
+        Hidden layer widths, input side first; the top codes have ``sizes[-1]`` columns.
+    activation : str or list of str, default="sigmoid"
+        Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
+        "softplus". This and every pretraining parameter below, down to ``contractive``,
+        also accepts a list with one value per layer.
+    output_activation : {"auto", "sigmoid", "linear"} or list, default="auto"
+        Decoder output of each layer: "sigmoid" (cross-entropy loss, inputs in [0, 1]) or
+        "linear" (squared error). "auto" picks sigmoid when the layer's inputs lie in
+        [0, 1] (the data for layer 1, sigmoid codes above it) and linear otherwise.
+    epochs : int or list of int, default=10
+        Passes over the data per layer in greedy pretraining.
+    lr : float or list of float, default=1e-3
+        Pretraining learning rate.
+    batch_size : int or list of int, default=64
+        Pretraining minibatch size.
+    optimizer : {"adam", "sgd"} or list, default="adam"
+        Pretraining optimizer.
+    momentum : float or list of float, default=0.9
+        SGD momentum (unused by Adam).
+    weight_decay : float or list of float, default=0.0
+        L2 penalty on all parameters, applied by the optimizer.
+    schedule : {"constant", "cosine", "linear"} or list, default="constant"
+        Learning-rate schedule over the epochs of each layer.
+    corruption : {"none", "mask", "gaussian", "salt_pepper"} or list, default="mask"
+        Input corruption of each layer in pretraining; active only when ``noise > 0``.
+    noise : float in [0, 1) or list of float, default=0.0
+        Corruption level: the fraction of inputs hit ("mask", "salt_pepper") or the
+        standard deviation ("gaussian"). 0.0 trains plain autoencoders.
+    tied : bool or list of bool, default=False
+        Decoders use the transposed encoder weight instead of a weight of their own.
+    sparsity : float or list of float, default=0.0
+        Weight of the KL sparsity penalty on the mean code activation (sigmoid units only).
+    sparsity_target : float in (0, 1) or list of float, default=0.05
+        Target mean activation of the sparsity penalty.
+    contractive : float or list of float, default=0.0
+        Weight of the contractive penalty, the squared Frobenius norm of the encoder
+        Jacobian (Rifai et al., 2011).
+    finetune_epochs : int, default=0
+        Epochs of reconstruction fine-tuning of the unrolled deep autoencoder (encoders
+        1..K, then decoders K..1) after pretraining; 0 skips fine-tuning.
+    finetune_lr : float, default=1e-3
+        Fine-tuning learning rate.
+    finetune_batch_size : int, default=64
+        Fine-tuning minibatch size.
+    finetune_optimizer : {"adam", "sgd"}, default="adam"
+        Fine-tuning optimizer.
+    finetune_momentum : float, default=0.9
+        Fine-tuning SGD momentum.
+    finetune_weight_decay : float, default=0.0
+        Fine-tuning L2 penalty.
+    finetune_schedule : {"constant", "cosine", "linear"}, default="constant"
+        Fine-tuning learning-rate schedule.
+    output : "top", "all" or int, default="top"
+        What ``transform`` returns: the codes of the top layer, the codes of layer
+        ``output`` (1-based), or the codes of every layer side by side, layer 1 first.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, batch order and corruption through generators the
+        estimator owns; the global NumPy and torch generators are never touched. An int
+        gives identical results on every CPU run (the core's ``seed``); None draws a fresh
+        seed from the operating system.
+    device : str, default="cpu"
+        Torch device to train and encode on: "cpu", "cuda", "mps", or "auto" (cuda, then
+        mps, then cpu).
+    verbose : bool, default=False
+        Show a progress bar per layer and per fine-tuning run.
+
+    Attributes
+    ----------
+    encoder_ : stacked_ae.StackedEncoder
+        The trained encoder (a torch module). ``encoder_.save(path)`` writes a checkpoint
+        that ``stacked_ae.encode.encode_file`` and ``sae encode`` read.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of str of shape (n_features_in_,)
+        Column names seen in ``fit``, only when X was a DataFrame with string column names.
+    history_ : dict
+        ``"pretrain"``: one list of per-epoch dicts (``epoch``, ``lr``, ``train_loss``, ...)
+        per layer; ``"finetune"``: the per-epoch dicts of fine-tuning (empty without it).
+
+    See Also
+    --------
+    StackedAutoencoderClassifier : The same stack fine-tuned with a classifier head.
+    sklearn.neural_network.BernoulliRBM : Features from one restricted Boltzmann machine.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from stacked_ae.estimators import StackedAutoencoderTransformer
+    >>> X = load_digits().data / 16.0
+    >>> sae = StackedAutoencoderTransformer(sizes=(48, 16), epochs=2, random_state=0)
+    >>> sae.fit_transform(X).shape
+    (1797, 16)
+    >>> sae.set_params(output="all").transform(X).shape
+    (1797, 64)
+    >>> sae.inverse_transform(sae.set_params(output="top").transform(X)).shape
+    (1797, 64)
+    """
+
+    def __init__(self, sizes=(64, 32), *, activation="sigmoid", output_activation="auto", epochs=10, lr=1e-3,
+                 batch_size=64, optimizer="adam", momentum=0.9, weight_decay=0.0, schedule="constant",
+                 corruption="mask", noise=0.0, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
+                 finetune_epochs=0, finetune_lr=1e-3, finetune_batch_size=64, finetune_optimizer="adam",
+                 finetune_momentum=0.9, finetune_weight_decay=0.0, finetune_schedule="constant", output="top",
+                 random_state=None, device="cpu", verbose=False):
+        self.sizes, self.activation, self.output_activation = sizes, activation, output_activation
+        self.epochs, self.lr, self.batch_size, self.optimizer = epochs, lr, batch_size, optimizer
+        self.momentum, self.weight_decay, self.schedule = momentum, weight_decay, schedule
+        self.corruption, self.noise, self.tied = corruption, noise, tied
+        self.sparsity, self.sparsity_target, self.contractive = sparsity, sparsity_target, contractive
+        self.finetune_epochs, self.finetune_lr, self.finetune_batch_size = finetune_epochs, finetune_lr, \
+            finetune_batch_size
+        self.finetune_optimizer, self.finetune_momentum = finetune_optimizer, finetune_momentum
+        self.finetune_weight_decay, self.finetune_schedule = finetune_weight_decay, finetune_schedule
+        self.output, self.random_state, self.device, self.verbose = output, random_state, device, verbose
+
+    def fit(self, X, y=None):
+        """Pretrain the stack on X (then fine-tune the unrolled autoencoder if asked); returns self.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training data, ideally scaled to [0, 1].
+        y : None
+            Ignored.
+        """
+        X = _to_tensor(validate_data(self, X, dtype=np.float32))
+        check_output(self.output, len(_check_sizes(self.sizes)))
+        pretrain_cfg = self._pretrain_config()
+        finetune_cfg = self._finetune_config() if self.finetune_epochs != 0 else None
+        seed = _seed(self.random_state)
+        self.encoder_, pretrain_history = self._pretrain(X, pretrain_cfg, seed)
+        finetune_history = [] if finetune_cfg is None else fit_autoencoder(
+            self.encoder_.unroll(), X, finetune_cfg, seed=seed, stage="finetune autoencoder",
+            progress=bool(self.verbose))
+        self.history_ = {"pretrain": pretrain_history, "finetune": finetune_history}
+        return self
+
+    def transform(self, X):
+        """Codes of X chosen by ``output``: ndarray of float32, (n_samples, n_codes)."""
+        return encode_layers(self.encoder_, self._validate(X), self.output).numpy()
+
+    def inverse_transform(self, X):
+        """Reconstruct inputs from top-layer codes through the decoders: (n_samples, n_features_in_)."""
+        check_is_fitted(self)
+        codes = check_array(X, dtype=np.float32, input_name="X")
+        return decode_codes(self.encoder_, _to_tensor(codes)).numpy()
+
+    def score(self, X, y=None):
+        """Negative mean squared reconstruction error per element (greater is better).
+
+        X goes through every encoder and back through every decoder; the score is
+        ``-mean((X - reconstruction) ** 2)`` over all samples and features, whatever the
+        training loss (cross-entropy or squared error) was.
+        """
+        X = self._validate(X)
+        recon = decode_codes(self.encoder_, self.encoder_.encode(X))
+        return -float((recon.double() - X.double()).pow(2).mean())
+
+    @property
+    def _n_features_out(self) -> int:
+        sizes = self.encoder_.sizes
+        return sum(sizes) if self.output == "all" else sizes[-1] if self.output == "top" else sizes[self.output - 1]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]   # torch computes in float32
+        return tags
+
+
+class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
+    """A classifier whose hidden layers are pretrained greedily as autoencoders, then fine-tuned.
+
+    ``fit`` pretrains a stack of autoencoders on X as ``StackedAutoencoderTransformer``
+    does (or, with ``init="random"``, builds the same network with fresh weights), adds a
+    linear softmax head, and fine-tunes the whole network with cross-entropy on (X, y).
+    With ``validation_fraction``, a stratified part of the data is held out to pick the
+    best epoch and, with ``finetune_patience``, to stop early.
+
+    Parameters
+    ----------
+    sizes : sequence of int, default=(64, 32)
+        Hidden layer widths, input side first.
+    activation : str or list of str, default="sigmoid"
+        Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
+        "softplus". This and every pretraining parameter below, down to ``contractive``,
+        also accepts a list with one value per layer.
+    output_activation : {"auto", "sigmoid", "linear"} or list, default="auto"
+        Decoder output of each layer in pretraining: "sigmoid" (cross-entropy, inputs in
+        [0, 1]) or "linear" (squared error); "auto" picks sigmoid for inputs in [0, 1].
+    epochs : int or list of int, default=10
+        Passes over the data per layer in greedy pretraining.
+    lr : float or list of float, default=1e-3
+        Pretraining learning rate.
+    batch_size : int or list of int, default=64
+        Pretraining minibatch size.
+    optimizer : {"adam", "sgd"} or list, default="adam"
+        Pretraining optimizer.
+    momentum : float or list of float, default=0.9
+        SGD momentum (unused by Adam).
+    weight_decay : float or list of float, default=0.0
+        L2 penalty in pretraining, applied by the optimizer.
+    schedule : {"constant", "cosine", "linear"} or list, default="constant"
+        Pretraining learning-rate schedule over the epochs of each layer.
+    corruption : {"none", "mask", "gaussian", "salt_pepper"} or list, default="mask"
+        Input corruption of each layer in pretraining; active only when ``noise > 0``.
+    noise : float in [0, 1) or list of float, default=0.0
+        Corruption level; 0.0 trains plain autoencoders.
+    tied : bool or list of bool, default=False
+        Decoders use the transposed encoder weight in pretraining.
+    sparsity : float or list of float, default=0.0
+        Weight of the KL sparsity penalty (sigmoid units only).
+    sparsity_target : float in (0, 1) or list of float, default=0.05
+        Target mean activation of the sparsity penalty.
+    contractive : float or list of float, default=0.0
+        Weight of the contractive (encoder Jacobian) penalty.
+    finetune_epochs : int, default=30
+        Epochs of supervised fine-tuning of encoder and head.
+    finetune_lr : float, default=1e-3
+        Fine-tuning learning rate.
+    finetune_batch_size : int, default=64
+        Fine-tuning minibatch size.
+    finetune_optimizer : {"adam", "sgd"}, default="adam"
+        Fine-tuning optimizer.
+    finetune_momentum : float, default=0.9
+        Fine-tuning SGD momentum.
+    finetune_weight_decay : float, default=0.0
+        Fine-tuning L2 penalty.
+    finetune_schedule : {"constant", "cosine", "linear"}, default="constant"
+        Fine-tuning learning-rate schedule.
+    finetune_patience : int or None, default=None
+        Stop fine-tuning after this many epochs without a better validation score; needs
+        ``validation_fraction``. None trains all ``finetune_epochs``.
+    init : {"pretrained", "random"}, default="pretrained"
+        Starting weights of the hidden layers: greedy pretraining, or fresh Glorot-uniform
+        weights from the same layer constructor (the baseline arm; no pretraining).
+    validation_fraction : float in (0, 1) or None, default=None
+        Fraction of the training data held out, stratified by class. Pretraining and
+        fine-tuning each restore the epoch with the best validation score (fine-tuning:
+        lowest error, ties broken by loss). None uses all data for training.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order, corruption and the validation split through
+        generators the estimator owns; the global NumPy and torch generators are never
+        touched. None draws a fresh seed from the operating system.
+    device : str, default="cpu"
+        "cpu", "cuda", "mps", or "auto" (cuda, then mps, then cpu).
+    verbose : bool, default=False
+        Show a progress bar per layer and for fine-tuning.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels as given in ``y`` (strings included), sorted.
+    model_ : stacked_ae.Classifier
+        The fine-tuned network: ``encoder_`` followed by a linear head giving logits.
+    encoder_ : stacked_ae.StackedEncoder
+        The fine-tuned hidden layers (the same modules as ``model_.encoder``).
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of str of shape (n_features_in_,)
+        Column names seen in ``fit``, only when X was a DataFrame with string column names.
+    history_ : dict
+        ``"pretrain"``: one list of per-epoch dicts per layer (empty for ``init="random"``);
+        ``"finetune"``: per-epoch dicts with ``train_loss`` and, with validation,
+        ``val_loss``, ``val_error``, ``val_accuracy`` and ``best``.
+
+    See Also
+    --------
+    StackedAutoencoderTransformer : The pretrained stack as a feature transformer.
+    sklearn.neural_network.MLPClassifier : The same network shape, trained from random weights.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from stacked_ae.estimators import StackedAutoencoderClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = StackedAutoencoderClassifier(sizes=(48, 32), epochs=2, finetune_epochs=5, random_state=0)
+    >>> clf.fit(X / 16.0, y).predict_proba(X[:3] / 16.0).shape
+    (3, 10)
+    >>> clf.classes_
+    array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    """
+
+    def __init__(self, sizes=(64, 32), *, activation="sigmoid", output_activation="auto", epochs=10, lr=1e-3,
+                 batch_size=64, optimizer="adam", momentum=0.9, weight_decay=0.0, schedule="constant",
+                 corruption="mask", noise=0.0, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
+                 finetune_epochs=30, finetune_lr=1e-3, finetune_batch_size=64, finetune_optimizer="adam",
+                 finetune_momentum=0.9, finetune_weight_decay=0.0, finetune_schedule="constant",
+                 finetune_patience=None, init="pretrained", validation_fraction=None, random_state=None,
+                 device="cpu", verbose=False):
+        self.sizes, self.activation, self.output_activation = sizes, activation, output_activation
+        self.epochs, self.lr, self.batch_size, self.optimizer = epochs, lr, batch_size, optimizer
+        self.momentum, self.weight_decay, self.schedule = momentum, weight_decay, schedule
+        self.corruption, self.noise, self.tied = corruption, noise, tied
+        self.sparsity, self.sparsity_target, self.contractive = sparsity, sparsity_target, contractive
+        self.finetune_epochs, self.finetune_lr, self.finetune_batch_size = finetune_epochs, finetune_lr, \
+            finetune_batch_size
+        self.finetune_optimizer, self.finetune_momentum = finetune_optimizer, finetune_momentum
+        self.finetune_weight_decay, self.finetune_schedule = finetune_weight_decay, finetune_schedule
+        self.finetune_patience, self.init, self.validation_fraction = finetune_patience, init, validation_fraction
+        self.random_state, self.device, self.verbose = random_state, device, verbose
+
+    def fit(self, X, y):
+        """Pretrain (or initialise) the hidden layers, add a head and fine-tune on (X, y); returns self.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training data, ideally scaled to [0, 1].
+        y : array-like of shape (n_samples,)
+            Class labels of any type numpy can sort (ints, strings, ...).
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, y = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has 1 class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
+        finetune_cfg = self._finetune_config(patience=self.finetune_patience)
+        seed = _seed(self.random_state)
+        X, y, X_val, y_val = self._split(X, y, seed)
+        encoder, pretrain_history = self._initial_encoder(X, X_val, seed)
+        self.model_ = encoder.classifier(len(self.classes_), seed=seed)
+        finetune_history = fit_classifier(self.model_, X, y, finetune_cfg, X_val=X_val, y_val=y_val, seed=seed,
+                                          stage="finetune classifier", progress=bool(self.verbose))
+        self.encoder_ = self.model_.encoder
+        self.history_ = {"pretrain": pretrain_history, "finetune": finetune_history}
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax of the logits), columns in the order of ``classes_``."""
+        X = self._validate(X).to(next(self.model_.parameters()).device)
+        return torch.softmax(predict_logits(self.model_, X).double(), dim=1).cpu().numpy()
+
+    def predict(self, X):
+        """The most probable class of each sample, as a label from ``classes_``."""
+        proba = self.predict_proba(X)   # checks fitted and X first
+        return self.classes_[proba.argmax(axis=1)]
+
+    def _split(self, X, y, seed):
+        """(X, y, X_val, y_val) as tensors; the validation part is None without validation_fraction."""
+        if self.finetune_patience is not None and self.validation_fraction is None:
+            raise ValueError("finetune_patience needs validation data: set validation_fraction too")
+        if self.validation_fraction is None:
+            return _to_tensor(X), _to_tensor(y, torch.int64), None, None
+        if not (isinstance(self.validation_fraction, float) and 0 < self.validation_fraction < 1):
+            raise ValueError(f"validation_fraction must be a float in (0, 1) or None, "
+                             f"got {self.validation_fraction!r}")
+        X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction, stratify=y,
+                                              random_state=seed % 2**32)
+        return _to_tensor(X), _to_tensor(y, torch.int64), _to_tensor(X_val), _to_tensor(y_val, torch.int64)
+
+    def _initial_encoder(self, X, X_val, seed) -> tuple[StackedEncoder, list]:
+        """Greedily pretrained layers, or fresh ones from the same constructor and settings."""
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        cfg = self._pretrain_config()
+        if self.init == "pretrained":
+            return self._pretrain(X, cfg, seed, X_val)
+        settings = {f.name: getattr(self, f.name) for f in fields(PretrainConfig)}
+        encoder = StackedEncoder.random(X.shape[1], _check_sizes(self.sizes), seed=seed, **settings)
+        return encoder.to(resolve_device(self.device)), []

@@ -1,0 +1,111 @@
+"""Side-by-side report of several run directories: one column block per run for the setup, the
+results and the paired difference pretrained - random, plus one results figure with a panel per run.
+Each run's own report.md keeps its details and figures.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import report_sections as sections
+from .plots import plot_results
+from .report_render import Block, Bullets, Figure, Heading, Para, Table
+from .report_stats import fmt_p, verdict
+from .rundata import RunData, sorted_budgets
+
+DASH = sections.DASH
+
+
+def run_labels(runs: list[RunData]) -> list[str]:
+    """Pipeline names, or directory names where names repeat, numbered if those repeat too."""
+    names = [run.name for run in runs]
+    if len(set(names)) < len(names):
+        names = [run.path.name for run in runs]
+    if len(set(names)) < len(names):
+        names = [f"{name} ({i + 1})" for i, name in enumerate(names)]
+    return names
+
+
+def comparison_blocks(runs: list[RunData], fig_dir: Path) -> list[Block]:
+    labels = run_labels(runs)
+    names = ", ".join(f"**{label}** = `{run.path.name}`" for label, run in zip(labels, runs, strict=True))
+    return [
+        Heading(1, f"Comparison of {len(runs)} runs: greedy pretraining vs random initialisation"),
+        Para(f"Each run's own statistics side by side, one column block per run ({names}). Each run's "
+             f"report.md has its figures, per-seed values and config."),
+        Heading(2, "Setup"), sections.setup_table(runs, labels, skip=("run directory", "command", "platform")),
+        *results_blocks(runs, labels),
+        *paired_blocks(runs, labels),
+        *reference_and_missing(runs, labels),
+        *figure_blocks(runs, labels, fig_dir),
+    ]
+
+
+def _union(runs: list[RunData], attr: str) -> list[str]:
+    seen: list[str] = []
+    for run in runs:
+        seen += [v for v in getattr(run, attr) if v not in seen]
+    return sorted_budgets(seen) if attr == "budgets" else seen
+
+
+def results_blocks(runs: list[RunData], labels: list[str]) -> list[Block]:
+    cells = [{(b, a): s for b, a, s in sections.summary_rows(run)} for run in runs]
+    rows = []
+    for b in _union(runs, "budgets"):
+        for arm in _union(runs, "arms"):
+            row = [b, arm]
+            for run, table in zip(runs, cells, strict=True):
+                s = table.get((b, arm))
+                row += [DASH, "not in this run", DASH] if s is None else \
+                    [sections.fmt_mean_std(run, s), sections.fmt_ci(run, s), str(s.n)]
+            if any((b, arm) in table for table in cells):
+                rows.append(tuple(row))
+    header = ["budget", "arm"]
+    for run, label in zip(runs, labels, strict=True):
+        header += [f"{label}: {sections.metric_name(run)}", f"{label}: 95% CI", f"{label}: n"]
+    return [Heading(2, "Results"),
+            Para("Per run: mean ± std over seeds, the 95% t confidence interval of the mean and n seeds."),
+            Table(tuple(header), tuple(rows), "ll" + "rrr" * len(runs))]
+
+
+def paired_blocks(runs: list[RunData], labels: list[str]) -> list[Block]:
+    pairs = [dict(sections.paired_rows(run)) if {"pretrained", "random"} <= set(run.arms) else {}
+             for run in runs]
+    rows = []
+    for b in _union(runs, "budgets"):
+        row = [b]
+        for run, table in zip(runs, pairs, strict=True):
+            p = table.get(b)
+            row += [DASH, DASH, DASH] if p is None else [*sections.fmt_diff(run, p), fmt_p(p.p)]
+        rows.append(tuple(row))
+    verdicts = [f"**{label}, budget {b}**: {verdict(p)} (n = {p.n})"
+                for label, table in zip(labels, pairs, strict=True) for b, p in table.items()]
+    header = ["budget"]
+    for label in labels:
+        header += [f"{label}: mean difference", f"{label}: 95% CI", f"{label}: p (paired t)"]
+    return [Heading(2, "Paired difference: pretrained − random"),
+            Para("Per seed, pretrained minus random (percentage points of test error, or SSE per image); "
+                 "two-sided paired t-test, `scipy.stats.ttest_rel`; alpha = 0.05."),
+            Table(tuple(header), tuple(rows), "l" + "rrr" * len(runs)),
+            Bullets(tuple(verdicts) or ("no run has both a pretrained and a random arm.",))]
+
+
+def reference_and_missing(runs: list[RunData], labels: list[str]) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Published figures and missing results")]
+    for run, label in zip(runs, labels, strict=True):
+        blocks.append(Heading(3, label))
+        blocks += [b for b in sections.reference_blocks(run) if not isinstance(b, Heading)]
+        if not run.reference:
+            blocks.append(Para("No published figures in this run's config."))
+        blocks += [b for b in sections.missing_blocks(run) if not isinstance(b, Heading)]
+    return blocks
+
+
+def figure_blocks(runs: list[RunData], labels: list[str], fig_dir: Path) -> list[Block]:
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    usable = [(run, label) for run, label in zip(runs, labels, strict=True) if not run.ok().empty]
+    if not usable:
+        return [Heading(2, "Figures"), Para("**Not drawn:** no run has finished results.")]
+    path = fig_dir / "results.png"
+    caption = plot_results([r for r, _ in usable], [label for _, label in usable], path)
+    return [Heading(2, "Figures"), Heading(3, "Results by run"),
+            Figure(f"figures/{path.name}", caption, "Results by run")]

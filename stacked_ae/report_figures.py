@@ -1,0 +1,180 @@
+"""Which figures a run's report gets: each one its files allow is drawn, each other one is named
+with the reason it is missing. `make_figures(run, fig_dir)` -> list of `Drawn`.
+
+Autoencoder figures use the fine-tuned deep autoencoder `models/seed{S}_budgetall_pretrained.pt`
+when present (reconstruction pipelines), else the greedily pretrained stack `encoders/seed{S}.pt`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import plots, plots_ae
+from .model import CheckpointError, StackedEncoder
+from .rundata import RunData
+
+N_RECONSTRUCTIONS = 10
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One figure: `path` relative to the report folder, or None and `text` says why not."""
+    title: str
+    path: str | None
+    text: str        # the caption, or the reason the figure is missing
+
+
+def make_figures(run: RunData, fig_dir: Path) -> list[Drawn]:
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    drawn = [_results(run, fig_dir), _finetune(run, fig_dir), _pretrain(run, fig_dir)]
+    drawn += _autoencoder(run, fig_dir)
+    if run.task == "classification":
+        drawn.append(_confusion(run, fig_dir))
+    return drawn
+
+
+def _rel(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+def _results(run: RunData, fig_dir: Path) -> Drawn:
+    classification = run.metric == "test_error"
+    title = "Label efficiency" if classification else "Test reconstruction error"
+    if run.ok().empty:
+        return Drawn(title, None, "no finished results to plot.")
+    path = fig_dir / ("label_efficiency.png" if classification else "test_sse.png")
+    heading = "Label efficiency: test error vs labels per class" if classification else \
+        "Test reconstruction error (squared error summed over pixels)"
+    return Drawn(title, _rel(path), plots.plot_results([run], [heading], path))
+
+
+def _finetune(run: RunData, fig_dir: Path) -> Drawn:
+    title = "Fine-tuning curves"
+    if run.history is None:
+        return Drawn(title, None, "`history.csv` is missing.")
+    path = fig_dir / "finetune_curves.png"
+    caption = plots.plot_finetune_curves(run, path)
+    if caption is None:
+        return Drawn(title, None, f"`history.csv` has no selected epochs at budget {run.largest_budget}.")
+    return Drawn(title, _rel(path), caption)
+
+
+def _pretrain(run: RunData, fig_dir: Path) -> Drawn:
+    title = "Pretraining curves"
+    if run.pretrain is None:
+        return Drawn(title, None, "`pretrain.csv` is missing.")
+    path = fig_dir / "pretrain_loss.png"
+    caption = plots.plot_pretrain_curves(run, path)
+    return Drawn(title, _rel(path), caption) if caption else Drawn(title, None, "`pretrain.csv` has no rows.")
+
+
+# ---------------------------------------------------------------- autoencoder figures
+
+def _model_files(run: RunData) -> tuple[int, Path, Path | None] | None:
+    """(seed, model for codes and decoding, pretrained stack or None) of the first seed that has one."""
+    for seed in run.seeds:
+        stack = run.path / "encoders" / f"seed{seed}.pt"
+        tuned = run.path / "models" / f"seed{seed}_budgetall_pretrained.pt"
+        main = tuned if tuned.is_file() else stack
+        if main.is_file():
+            return seed, main, stack if stack.is_file() else None
+    return None
+
+
+def _classes(run: RunData, samples: dict) -> list[str]:
+    names = [str(c) for c in samples.get("classes", [])]
+    if not names:
+        names = [str(c) for c in run.dataset.get("classes") or []]
+    n = int(max(samples["y"].max(initial=-1), samples.get("y_test", np.zeros(1, int)).max(initial=-1))) + 1
+    return names if len(names) >= n else names + [str(c) for c in range(len(names), n)]
+
+
+def _image_shape(run: RunData, samples: dict, n_features: int) -> tuple[tuple[int, int] | None, str]:
+    shape = tuple(int(s) for s in samples.get("image_shape", [])) or run.image_shape
+    if not shape:
+        return None, "`image_shape` is empty (the data are not images)"
+    if len(shape) == 3 and 1 in (shape[0], shape[-1]):
+        shape = tuple(s for i, s in enumerate(shape) if not (s == 1 and i in (0, 2)))   # one grey channel
+    if len(shape) != 2 or shape[0] * shape[1] != n_features:
+        return None, f"image_shape {shape} is not a grey-scale image of {n_features} pixels"
+    return (shape[0], shape[1]), ""
+
+
+def _autoencoder(run: RunData, fig_dir: Path) -> list[Drawn]:
+    title = "Autoencoder figures"
+    samples = run.samples()
+    if samples is None:
+        return [Drawn(title, None, "`samples.npz` is missing: no codes, reconstructions or filters.")]
+    files = _model_files(run)
+    if files is None:
+        return [Drawn(title, None, "no `encoders/seed{S}.pt` (or `models/seed{S}_budgetall_pretrained.pt`) file.")]
+    seed, main, stack_path = files
+    try:
+        model = StackedEncoder.load(main)
+        stack = StackedEncoder.load(stack_path) if stack_path else None
+    except CheckpointError as err:
+        return [Drawn(title, None, f"the checkpoint could not be read: {err}")]
+    X, y = samples["X"].astype(np.float32), samples["y"].astype(np.int64)
+    classes, source = _classes(run, samples), f"seed {seed}, `{main.parent.name}/{main.name}`"
+    codes = model.encode(X).numpy()
+    drawn = [Drawn("Codes", _rel(fig_dir / "codes.png"),
+                   plots_ae.plot_codes(codes, y, classes, fig_dir / "codes.png", source))]
+    shape, why = _image_shape(run, samples, X.shape[1])
+    if shape is None:
+        return drawn + [Drawn("Image figures", None, f"{why}: decoded codes, reconstructions and filters "
+                                                     f"are not drawn.")]
+    ae = model.unroll()
+    drawn.append(_decoded(ae, codes, y, classes, shape, fig_dir, source))
+    drawn.append(_reconstructions(run, seed, X, y, model, stack, shape, fig_dir))
+    first = (stack or model).layers[0].encoder.linear.weight.detach().numpy()
+    filter_source = f"seed {seed}, `{(stack_path or main).parent.name}/{(stack_path or main).name}`"
+    drawn.append(Drawn("First-layer filters", _rel(fig_dir / "filters.png"),
+                       plots_ae.plot_filters(first, shape, fig_dir / "filters.png", filter_source)))
+    return drawn
+
+
+def _decoded(ae, codes, y, classes, shape, fig_dir: Path, source: str) -> Drawn:
+    if codes.shape[1] == 2:
+        path = fig_dir / "latent_grid.png"
+        return Drawn("Decoded code plane", _rel(path), plots_ae.plot_latent_grid(ae, codes, shape, path, source))
+    path = fig_dir / "interpolations.png"
+    return Drawn("Decoded interpolations", _rel(path),
+                 plots_ae.plot_interpolations(ae, codes, y, classes, shape, path, source))
+
+
+def pick_examples(y: np.ndarray, n: int = N_RECONSTRUCTIONS) -> np.ndarray:
+    """The first example of each class (in class order), topped up with the next ones, n at most."""
+    firsts = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)][:n]
+    rest = [i for i in range(len(y)) if i not in set(firsts)]
+    return np.array(firsts + rest[: n - len(firsts)], dtype=np.int64)
+
+
+def _reconstructions(run: RunData, seed: int, X, y, model, stack, shape, fig_dir: Path) -> Drawn:
+    pick = pick_examples(y)
+    rows = {}
+    for arm in ("pretrained", "random"):
+        path = run.path / "models" / f"seed{seed}_budgetall_{arm}.pt"
+        if path.is_file():
+            tuned = model if arm == "pretrained" else StackedEncoder.load(path)
+            rows[f"{arm}, fine-tuned"] = plots_ae.reconstruct(tuned.unroll(), X[pick])
+    if stack is not None:
+        rows["greedy stack, not fine-tuned"] = plots_ae.reconstruct(stack.unroll(), X[pick])
+    path = fig_dir / "reconstructions.png"
+    return Drawn("Reconstructions", _rel(path), plots_ae.plot_reconstructions(X[pick], rows, shape, path))
+
+
+# ---------------------------------------------------------------- confusion matrix
+
+def _confusion(run: RunData, fig_dir: Path) -> Drawn:
+    title = "Confusion matrix"
+    samples = run.samples()
+    if samples is None or "y_test" not in samples:
+        return Drawn(title, None, "`samples.npz` (with `y_test`) is missing.")
+    best = plots.best_arm_with_predictions(run)
+    if best is None:
+        return Drawn(title, None, f"no `predictions/*.npy` files at budget {run.largest_budget}.")
+    path = fig_dir / "confusion.png"
+    caption = plots.plot_confusion(run, samples["y_test"], _classes(run, samples), *best, path)
+    return Drawn(title, _rel(path), caption)

@@ -1,0 +1,265 @@
+"""The sections of a run's report as blocks: setup, results with the paired test, published
+figures, what is missing or failed, per-seed values. Number formats are fixed here, so the
+same files always give the same text.
+"""
+from __future__ import annotations
+
+import math
+
+from .report_render import Block, Bullets, Heading, Para, Table
+from .report_stats import ALPHA, WILCOXON_MIN_N, Paired, Summary, compare_arms, fmt_p, per_seed, summarize, verdict
+from .rundata import RunData
+
+DASH = "—"
+
+
+# ---------------------------------------------------------------- number formats
+
+def metric_name(run: RunData) -> str:
+    return "test error (%)" if run.metric == "test_error" else "test SSE"
+
+
+def metric_noun(run: RunData) -> str:
+    return "test error" if run.metric == "test_error" else "test SSE"
+
+
+def diff_unit(run: RunData) -> str:
+    return "percentage points" if run.metric == "test_error" else "SSE per image"
+
+
+def fmt_value(run: RunData, value: float) -> str:
+    if value is None or math.isnan(value):
+        return DASH
+    return f"{100 * value:.2f}" if run.metric == "test_error" else f"{value:.2f}"
+
+
+def fmt_mean_std(run: RunData, s: Summary) -> str:
+    if s.n == 0:
+        return DASH
+    if s.n == 1:
+        return fmt_value(run, s.mean)
+    return f"{fmt_value(run, s.mean)} ± {fmt_value(run, s.std)}"
+
+
+def fmt_ci(run: RunData, s: Summary) -> str:
+    if s.n == 0:
+        return "no results"
+    if s.n == 1:
+        return "n=1: no confidence interval"
+    return f"[{fmt_value(run, s.lo)}, {fmt_value(run, s.hi)}]"
+
+
+def fmt_seconds(seconds) -> str:
+    return DASH if not isinstance(seconds, (int, float)) else f"{seconds:,.1f} s"
+
+
+# ---------------------------------------------------------------- intro and setup
+
+def architecture(run: RunData) -> str:
+    n_in, sizes = run.dataset.get("n_features"), run.sizes
+    if sizes is None:
+        return "unknown (no `sizes` in config.json)"
+    return "-".join(str(n) for n in [n_in if n_in else "?", *sizes])
+
+
+def intro(run: RunData) -> str:
+    shared = "the same labeled subset" if run.task == "classification" else "the same training images"
+    return (f"Greedy layer-wise pretraining against the same `{architecture(run)}` network trained from random "
+            f"initialisation ({run.task}, dataset `{run.dataset.get('name', 'unknown')}`). Every arm of a seed "
+            f"and label budget sees {shared}, so arms are compared **paired by seed**. Rendered by "
+            f"`sae report` from the files of the run directory `{run.path.name}` alone.")
+
+
+def stage_order(stage: str) -> tuple[int, str]:
+    known = ("pretrain", "finetune", "baselines")
+    return (known.index(stage) if stage in known else len(known), stage)
+
+
+def setup_rows(run: RunData) -> list[tuple[str, str]]:
+    data, man = run.dataset, run.manifest
+    shape = "×".join(str(s) for s in run.image_shape) or "not images"
+    seconds = man.get("stage_seconds") or {}
+    total = sum(v for v in seconds.values() if isinstance(v, (int, float)))
+    known = lambda v: DASH if v in (None, "") else str(v)  # noqa: E731
+    return [
+        ("pipeline", run.name), ("run directory", f"`{run.path.name}`"), ("task", run.task),
+        ("dataset", f"{known(data.get('name'))} ({known(run.n_classes)} classes)"),
+        ("split sizes", f"train {known(data.get('n_train'))}, validation {known(data.get('n_val'))}, "
+                        f"test {known(data.get('n_test'))}"),
+        ("input", f"{known(data.get('n_features'))} features; image shape {shape}"),
+        ("architecture", architecture(run)),
+        ("label budgets (per class)", ", ".join(run.budgets) or DASH),
+        ("seeds", f"{', '.join(map(str, run.seeds))} (n = {len(run.seeds)})"),
+        ("arms", ", ".join(run.arms) or DASH),
+        ("versions", f"stacked-ae {known(man.get('stacked_ae_version'))}, torch {known(man.get('torch_version'))}, "
+                     f"Python {known(man.get('python_version'))}"),
+        ("command", f"`{man['command']}`" if man.get("command") else DASH),
+        ("platform", known(man.get("platform"))), ("git commit", known(man.get("git_commit"))),
+        ("device", known(man.get("device"))),
+        ("started / finished", f"{known(man.get('started'))} / {known(man.get('finished'))}"),
+        ("wall time", "; ".join(f"{k} {fmt_seconds(seconds[k])}" for k in sorted(seconds, key=stage_order))
+         + (f"; total {fmt_seconds(total)}" if seconds else DASH)),
+    ]
+
+
+def setup_table(runs: list[RunData], labels: list[str] | None = None, skip: tuple[str, ...] = ()) -> Table:
+    columns = [dict(setup_rows(run)) for run in runs]
+    keys = [key for key, _ in setup_rows(runs[0]) if key not in skip]
+    header = ("setting", *(labels or ["value"]))
+    return Table(header, tuple((key, *(col[key] for col in columns)) for key in keys), "l" * len(header))
+
+
+# ---------------------------------------------------------------- results and the paired test
+
+def summary_rows(run: RunData) -> list[tuple[str, str, Summary]]:
+    ok = run.ok()
+    return [(b, arm, summarize(per_seed(ok, b, arm, run.metric))) for b in run.budgets for arm in run.arms]
+
+
+def paired_rows(run: RunData) -> list[tuple[str, Paired]]:
+    ok = run.ok()
+    return [(b, compare_arms(ok, b, run.metric)) for b in run.budgets]
+
+
+def fmt_diff(run: RunData, paired: Paired) -> tuple[str, str]:
+    """(mean difference, 95% CI) of pretrained - random, signed."""
+    d = paired.diff
+    mean = DASH if d.n == 0 else f"{'+' if d.mean > 0 else ''}{fmt_value(run, d.mean)}"
+    return mean, fmt_ci(run, d)
+
+
+def results_blocks(run: RunData) -> list[Block]:
+    rows = tuple((b, arm, fmt_mean_std(run, s), fmt_ci(run, s), str(s.n)) for b, arm, s in summary_rows(run))
+    blocks: list[Block] = [
+        Heading(2, "Results"),
+        Para(f"The {metric_name(run)} of each label budget and arm over seeds: mean ± sample standard deviation, "
+             f"the 95% confidence interval of the mean (t distribution, n − 1 degrees of freedom) and n, the "
+             f"number of seeds that finished. Failed stages are left out and listed under **Missing or failed**."),
+        Table(("budget", "arm", f"{metric_name(run)}: mean ± std", "95% CI", "n"), rows, "llrrr"),
+        Heading(3, "Paired difference: pretrained − random"),
+    ]
+    if not {"pretrained", "random"} <= set(run.arms):
+        missing = sorted({"pretrained", "random"} - set(run.arms))
+        return blocks + [Para(f"No paired comparison: the run has no arm {', '.join(missing)}.")]
+    return blocks + paired_blocks(run)
+
+
+def paired_blocks(run: RunData) -> list[Block]:
+    pairs = paired_rows(run)
+    if not pairs:
+        return [Para("No paired comparison: neither results.csv nor config.json names a label budget.")]
+    rows = []
+    for b, p in pairs:
+        mean, ci = fmt_diff(run, p)
+        t = DASH if math.isnan(p.t) else f"{p.t:.3f}"
+        wil = fmt_p(p.p_wilcoxon) if p.n >= WILCOXON_MIN_N else f"{DASH} (n < {WILCOXON_MIN_N})"
+        rows.append((b, str(p.n), mean, ci, t, fmt_p(p.p), wil))
+    return [
+        Para(f"Per seed, pretrained minus random at the same budget and labeled subset, in {diff_unit(run)} "
+             f"(negative: pretraining lowered the {metric_noun(run)}). Test: two-sided paired t-test, "
+             f"`scipy.stats.ttest_rel`, over the seeds where both arms finished; the interval is the t interval "
+             f"of the mean difference. The Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, two-sided) is "
+             f"shown from n ≥ {WILCOXON_MIN_N} pairs. Significance level alpha = {ALPHA:g}."),
+        Table(("budget", "pairs", "mean difference", "95% CI", "t", "p (paired t-test)", "p (Wilcoxon)"),
+              tuple(rows), "lrrrrrr"),
+        Para("**Verdict** per budget:"),
+        Bullets(tuple(f"**budget {b}**: {verdict(p)}" + _difference_note(run, p) for b, p in pairs)),
+    ]
+
+
+def _difference_note(run: RunData, p: Paired) -> str:
+    if p.n == 0:
+        return ""
+    return f"; mean difference {fmt_diff(run, p)[0]} {diff_unit(run)} over {p.n} paired seed{'' if p.n == 1 else 's'}"
+
+
+# ---------------------------------------------------------------- published figures
+
+def reference_blocks(run: RunData) -> list[Block]:
+    if not run.reference:
+        return []
+    ok, rows = run.ok(), []
+    for metric in ("test_error", "test_sse"):
+        for (budget, arm), value in run.published(metric).items():
+            s = summarize(per_seed(ok[ok[metric].notna()], budget, arm, metric)) if metric in ok else summarize([])
+            scale = 100.0 if metric == "test_error" else 1.0
+            measured = DASH if s.n == 0 else f"{scale * s.mean:.2f}" + ("" if s.n < 2 else f" ± {scale * s.std:.2f}")
+            unit = " (%)" if metric == "test_error" else ""
+            rows.append((f"{metric}{unit}", budget, arm, measured, str(s.n), f"{scale * value:.2f}"))
+    source = run.reference.get("source", "not given")
+    if not rows:
+        return [Heading(2, "Published figures"), Para(f"The config's `reference` (source: {source}) has no "
+                                                       f"`test_error` or `test_sse` values to compare.")]
+    return [Heading(2, "Published figures"),
+            Para(f"Published values beside this run's. Source: **{source}**. A value given without a budget is "
+                 f"compared at the run's largest budget."),
+            Table(("metric", "budget", "arm", "this run: mean ± std", "n", "published"), tuple(rows), "lllrrr")]
+
+
+# ---------------------------------------------------------------- missing, failed, per seed
+
+def _seeds(seeds: set) -> str:
+    return ", ".join(str(int(s)) for s in sorted(seeds))
+
+
+def coverage_notes(run: RunData) -> list[str]:
+    ok, failed, notes = run.ok(), run.failed(), []
+    seen_arms = set(run.results["arm"].dropna())
+    for arm in run.arms:
+        if arm not in seen_arms:
+            notes.append(f"arm `{arm}`: no results at all (listed in the config).")
+    for b in run.budgets:
+        for arm in [a for a in run.arms if a in seen_arms]:
+            done = set(per_seed(ok, b, arm, run.metric).index)
+            rows = run.results[(run.results["budget"] == b) & (run.results["arm"] == arm)]
+            bad = set(failed[(failed["budget"] == b) & (failed["arm"] == arm)]["seed"])
+            empty = set(rows["seed"]) - done - bad
+            absent = set(run.seeds) - set(rows["seed"])
+            if len(done) < len(run.seeds):
+                parts = [f"budget {b}, arm `{arm}`: {len(done)} of {len(run.seeds)} seeds finished"]
+                parts += [f"failed: seed {_seeds(bad)}"] if bad else []
+                parts += [f"no {run.metric} value: seed {_seeds(empty)}"] if empty else []
+                parts += [f"no row: seed {_seeds(absent)}"] if absent else []
+                notes.append("; ".join(parts) + ".")
+    if len(run.seeds) == 1:
+        notes.append("a single seed (n=1): no confidence intervals and no paired tests are possible.")
+    return notes
+
+
+def missing_blocks(run: RunData) -> list[Block]:
+    notes = run.notes + coverage_notes(run)
+    failed = run.failed()
+    blocks: list[Block] = [Heading(2, "Missing or failed")]
+    if not notes and failed.empty:
+        return blocks + [Para("Nothing is missing: every seed × budget × arm finished and every file is present.")]
+    if notes:
+        blocks.append(Bullets(tuple(notes)))
+    if not failed.empty:
+        rows = tuple((str(r.seed), str(r.budget), str(r.arm), str(r.message) or DASH)
+                     for r in failed.itertuples())
+        blocks += [Para(f"{len(rows)} failed stage(s), with their messages:"),
+                   Table(("seed", "budget", "arm", "message"), rows, "rlll")]
+    return blocks
+
+
+def per_seed_blocks(run: RunData) -> list[Block]:
+    res, rows = run.results, []
+    shared = "labeled subset" if run.task == "classification" else "training images"
+    for b in run.budgets:
+        for seed in run.seeds:
+            cells = res[(res["budget"] == b) & (res["seed"] == seed)]
+            hashes = sorted(set(cells["subset_hash"].dropna().astype(str)))
+            values = []
+            for arm in run.arms:
+                row = cells[cells["arm"] == arm]
+                if row.empty:
+                    values.append(DASH)
+                elif row["status"].iloc[0] != "ok":
+                    values.append("failed")
+                else:
+                    values.append(fmt_value(run, float(row[run.metric].iloc[0])))
+            rows.append((b, str(seed), " / ".join(hashes) or DASH, *values))
+    return [Heading(2, "Per-seed results"),
+            Para(f"The {metric_name(run)} of every seed; `failed`: the stage failed, {DASH}: no row. Every arm of a "
+                 f"seed and budget trains on the same {shared} (its hash in the subset column)."),
+            Table(("budget", "seed", "subset", *run.arms), tuple(rows), "lrl" + "r" * len(run.arms))]

@@ -1,0 +1,104 @@
+"""Statistics behind the report: mean, std and t confidence intervals over seeds, and the paired
+comparison pretrained minus random (scipy.stats.ttest_rel; Wilcoxon signed-rank from n >= 6).
+
+`summarize(values)` -> Summary; `compare_arms(run, budget)` -> Paired; `verdict(paired)` -> str.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+WILCOXON_MIN_N = 6
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """n values: mean, sample std (ddof=1) and the t interval for the mean (nan when n < 2)."""
+    n: int
+    mean: float
+    std: float
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Per-seed differences a - b over the seeds where both arms finished."""
+    seeds: tuple[int, ...]
+    diff: Summary
+    t: float
+    p: float            # two-sided paired t-test
+    p_wilcoxon: float   # two-sided Wilcoxon signed-rank; nan when n < WILCOXON_MIN_N
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+def summarize(values) -> Summary:
+    """Mean, std and 95% t interval of `values` (seeds are the sample)."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    if n == 0:
+        return Summary(0, NAN, NAN, NAN, NAN)
+    mean = float(v.mean())
+    if n == 1:
+        return Summary(1, mean, NAN, NAN, NAN)
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half)
+
+
+def per_seed(ok: pd.DataFrame, budget: str, arm: str, metric: str) -> pd.Series:
+    """The metric of one budget and arm, indexed by seed (finished rows only)."""
+    rows = ok[(ok["budget"] == budget) & (ok["arm"] == arm)]
+    return rows.set_index("seed")[metric].astype(float).sort_index()
+
+
+def paired_test(a: pd.Series, b: pd.Series) -> Paired:
+    """Pair a and b on their seed index and test whether the mean difference a - b is zero."""
+    seeds = sorted(set(a.index) & set(b.index))
+    x, y = a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy()
+    diff = summarize(x - y)
+    t = p = p_w = NAN
+    if diff.n >= 2 and diff.std > 0:
+        t, p = (float(v) for v in stats.ttest_rel(x, y))
+    if diff.n >= WILCOXON_MIN_N and np.any(x != y):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # exact-distribution and zero-handling notices
+            p_w = float(stats.wilcoxon(x, y).pvalue)
+    return Paired(tuple(int(s) for s in seeds), diff, t, p, p_w)
+
+
+def compare_arms(ok: pd.DataFrame, budget: str, metric: str, a: str = "pretrained",
+                 b: str = "random") -> Paired:
+    return paired_test(per_seed(ok, budget, a, metric), per_seed(ok, budget, b, metric))
+
+
+def verdict(paired: Paired, alpha: float = ALPHA) -> str:
+    """One line: did pretraining help (lower metric), hurt, or make no significant difference."""
+    if paired.n == 0:
+        return "no paired comparison (no seed has both arms)"
+    if paired.n == 1:
+        return "n=1: no test (a single paired seed)"
+    if math.isnan(paired.p):
+        return "no test: the paired differences have zero variance"
+    if paired.p < alpha:
+        word = "helped" if paired.diff.mean < 0 else "hurt"
+        return f"pretraining {word} (p = {fmt_p(paired.p)} < alpha = {alpha:g})"
+    return f"no significant difference at alpha = {alpha:g} (p = {fmt_p(paired.p)})"
+
+
+def fmt_p(p: float) -> str:
+    """Fixed p-value format: four decimals, scientific below 1e-4."""
+    if p is None or math.isnan(p):
+        return "—"
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.2e}"

@@ -1,0 +1,133 @@
+"""Pipeline config: TOML round trips, unknown keys, wrong types, per-layer lists, overrides."""
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from stacked_ae.config import ConfigError, PipelineConfig, dumps_toml, from_dict, load_config
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_pipeline_validates():
+    """Each file in pipelines/ loads into a PipelineConfig."""
+    files = sorted(PIPELINES.glob("*.toml"))
+    assert len(files) >= 5, [f.name for f in files]
+    for path in files:
+        assert isinstance(load_config(path), PipelineConfig), path
+
+
+def test_toml_round_trip_gives_an_equal_config():
+    """dumps_toml then loading gives back the same frozen config, reference table included."""
+    cfg = load_config(PIPELINES / "mnist-deep-ae.toml")
+    again = from_dict(tomllib.loads(dumps_toml(cfg)))
+    assert again == cfg
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_dict_round_trip_keeps_none_and_lists():
+    """patience = "none" and per-layer lists survive to_dict -> TOML -> from_dict."""
+    cfg = from_dict({"model": {"sizes": [8, 4]}, "pretrain": {"noise": [0.1, 0.3]},
+                     "finetune": {"patience": "none", "lr": [0.01, 0.1]}})
+    assert cfg.finetune.patience is None and cfg.pretrain.noise == (0.1, 0.3)
+    assert from_dict(tomllib.loads(dumps_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize("text, key", [
+    ("bogus = 1", "'bogus'"),
+    ("[data]\nbogus = 1", "'data.bogus'"),
+    ("[pretrain]\nlearning_rate = 0.1", "'pretrain.learning_rate'"),
+    ("[finetune]\npatiance = 3", "'finetune.patiance'"),
+])
+def test_unknown_key_raises_with_dotted_key(tmp_path, text, key):
+    """An unknown key at any level is an error that names the dotted key and the known keys."""
+    with pytest.raises(ConfigError, match=f"unknown key {key}; known keys"):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[pretrain]\nepochs = \"ten\"", r"pretrain.epochs must be an integer or a list of integers, got 'ten'"),
+    ("seeds = \"zero\"", r"seeds must be a list of integers, got 'zero'"),
+    ("[model]\nsizes = [8, 4.5]", r"model.sizes must be a list of integers"),
+    ("[finetune]\nlr = \"fast\"", r"finetune.lr must be a list of numbers or a number|finetune.lr must be"),
+    ("[pretrain]\ntied = 1", r"pretrain.tied must be true or false"),
+])
+def test_wrong_type_raises_with_dotted_key(tmp_path, text, message):
+    """A value of the wrong type names the dotted key, what was expected and what was given."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_per_layer_list_of_wrong_length_raises(tmp_path):
+    """A per-layer list whose length differs from model.sizes names the key and both lengths."""
+    path = write(tmp_path, "[model]\nsizes = [16, 8, 4]\n[pretrain]\nnoise = [0.1, 0.2]\n")
+    with pytest.raises(ConfigError, match=r"pretrain.noise has 2 entries but the model has 3 layers"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[pretrain]\nnoise = 1.0", r"pretrain.noise must be in \[0, 1\), got 1.0"),
+    ("[pretrain]\nlr = -0.1", r"pretrain.lr must be a positive number"),
+    ("[finetune]\nbatch_size = 0", r"finetune.batch_size must be a positive integer"),
+    ("[model]\nsizes = [8, 0]", r"model.sizes must be a non-empty list of positive widths"),
+    ("[model]\nactivation = \"swish\"", r"model.activation must be one of sigmoid, tanh"),
+    ("[pretrain]\noptimizer = \"lbfgs\"", r"pretrain.optimizer must be one of adam, sgd"),
+    ("[pretrain]\ncorruption = \"blur\"", r"pretrain.corruption must be one of none, mask, gaussian, salt_pepper"),
+    ("[data]\ndataset = \"cifar\"", r"data.dataset must be one of digits, mnist, fashion-mnist"),
+    ("[data]\nbudgets = [0]", r"data.budgets entries must be positive integers"),
+    ("arms = [\"pretrained\", \"svm\"]", r"arms: 'svm' is not an arm of a classification pipeline"),
+])
+def test_impossible_value_raises_before_training(tmp_path, text, message):
+    """Impossible values are reported at load time with the dotted key and what is allowed."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    """A TOML syntax error names the file and the position."""
+    with pytest.raises(ConfigError, match=r"p\.toml: not valid TOML: .*line 1"):
+        load_config(write(tmp_path, "name = [unclosed"))
+
+
+def test_overrides_are_converted_to_the_field_type(tmp_path):
+    """--set values take the declared type: ints, floats, per-layer lists, budgets, strings, none."""
+    cfg = load_config(write(tmp_path, "[model]\nsizes = [8, 4]\n"), [
+        "pretrain.epochs=5", "finetune.lr=0.01", "pretrain.noise=[0.1, 0.2]", "data.budgets=[5, \"all\"]",
+        "data.dataset=digits", "finetune.patience=none", "seeds=[3, 4]", "pretrain.lr=1"])
+    assert cfg.pretrain.epochs == 5 and isinstance(cfg.pretrain.epochs, int)
+    assert cfg.finetune.lr == (0.01,)
+    assert cfg.pretrain.noise == (0.1, 0.2)
+    assert cfg.data.budgets == (5, "all")
+    assert cfg.finetune.patience is None
+    assert cfg.seeds == (3, 4)
+    assert cfg.pretrain.lr == 1.0 and isinstance(cfg.pretrain.lr, float)
+
+
+def test_bad_override_names_the_key(tmp_path):
+    """An override of the wrong type, an unknown section or without '=' is a ConfigError."""
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"pretrain.epochs must be an integer"):
+        load_config(path, ["pretrain.epochs=fast"])
+    with pytest.raises(ConfigError, match=r"unknown section 'pretrian'"):
+        load_config(path, ["pretrian.epochs=5"])
+    with pytest.raises(ConfigError, match=r"must look like key=value"):
+        load_config(path, ["pretrain.epochs"])
+
+
+def test_config_is_frozen():
+    """Configs cannot be changed after load."""
+    cfg = from_dict({})
+    with pytest.raises(AttributeError):
+        cfg.name = "other"  # type: ignore[misc]
+
+
+def test_reference_table_must_be_data(tmp_path):
+    """[reference] holds strings, numbers and tables only."""
+    with pytest.raises(ConfigError, match=r"reference.test_error must be a string, a number or a table"):
+        load_config(write(tmp_path, "[reference]\ntest_error = [1, 2]\n"))

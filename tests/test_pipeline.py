@@ -1,0 +1,177 @@
+"""The runner on a tiny digits pipeline: arms, shared subsets, caching, resume, determinism."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stacked_ae.config import from_dict
+from stacked_ae.pipeline import RunDirError, run_pipeline
+
+TINY = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "data": {"dataset": "digits", "budgets": [5, "all"]},
+    "model": {"sizes": [24, 12]},
+    "pretrain": {"epochs": 2, "batch_size": 64, "noise": 0.2},
+    "finetune": {"epochs": 3, "lr": [0.01, 0.03], "batch_size": 64, "patience": 2},
+}
+TINY_TOML = """
+name = "tiny"
+seeds = [0, 1]
+[data]
+dataset = "digits"
+budgets = [5, "all"]
+[model]
+sizes = [24, 12]
+[pretrain]
+epochs = 2
+batch_size = 64
+noise = 0.2
+[finetune]
+epochs = {epochs}
+lr = [0.01, 0.03]
+batch_size = 64
+patience = 2
+"""
+
+
+def comparable(path: Path) -> pd.DataFrame:
+    """results.csv without the wall-clock column (the only one that may differ between runs)."""
+    return pd.read_csv(path).drop(columns=["wall_seconds"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    results = run_pipeline(from_dict(TINY), out, device="cpu", progress=False)
+    return out, results
+
+
+def test_every_arm_appears_for_every_seed_and_budget(tiny_run):
+    """results.csv has one ok row per seed x budget x arm."""
+    out, _ = tiny_run
+    results = pd.read_csv(out / "results.csv", dtype={"budget": str})
+    assert len(results) == 2 * 2 * 5
+    assert set(results["status"]) == {"ok"}
+    counts = results.groupby(["seed", "budget"])["arm"].apply(sorted)
+    for arms in counts:
+        assert arms == sorted(["pretrained", "random", "frozen", "logreg", "pca-logreg"])
+    assert results["test_error"].between(0, 1).all()
+
+
+def test_arms_of_a_seed_share_the_labeled_subset(tiny_run):
+    """All arms of a (seed, budget) record the same subset hash; seeds draw different subsets."""
+    _, results = tiny_run
+    hashes = results.groupby(["seed", "budget"])["subset_hash"].nunique()
+    assert (hashes == 1).all(), hashes
+    five = results[results["budget"] == "5"].groupby("seed")["subset_hash"].first()
+    assert five[0] != five[1]
+    assert (results[results["budget"] == "5"]["n_labeled"] == 50).all()
+
+
+def test_each_arm_selects_a_grid_value_on_validation(tiny_run):
+    """Neural arms keep one lr from the grid, the one with the lowest validation error."""
+    out, results = tiny_run
+    neural = results[results["arm"].isin(["pretrained", "random", "frozen"])]
+    assert set(neural["lr"]).issubset({0.01, 0.03})
+    history = pd.read_csv(out / "history.csv", dtype={"budget": str})
+    for (seed, budget, arm), rows in history.groupby(["seed", "budget", "arm"]):
+        best_per_lr = rows.groupby("lr").apply(lambda r: r.sort_values(["val_error", "val_loss"]).iloc[0],
+                                                include_groups=False)
+        chosen = rows[rows["selected"]]["lr"].unique()
+        assert len(chosen) == 1
+        best = best_per_lr.sort_values(["val_error", "val_loss"]).index[0]
+        assert chosen[0] == best, (seed, budget, arm, chosen, best_per_lr)
+
+
+def test_pretraining_is_shared_and_logged_per_layer(tiny_run):
+    """One encoder file per seed; pretrain.csv has every layer and epoch of every seed."""
+    out, _ = tiny_run
+    assert sorted(p.name for p in (out / "encoders").iterdir()) == ["seed0.pt", "seed1.pt"]
+    pre = pd.read_csv(out / "pretrain.csv")
+    assert len(pre) == 2 * 2 * 2      # seeds x layers x epochs
+    assert pre["val_loss"].notna().all()
+
+
+def test_random_arm_starts_from_the_weights_pretraining_started_from(tiny_run):
+    """The random arm's initial stack equals the untrained layers greedy pretraining began with."""
+    import torch
+
+    from stacked_ae import PretrainConfig, StackedEncoder
+    from stacked_ae.pretrain import layer_seed
+    cfg = PretrainConfig(epochs=2, batch_size=64, noise=0.2)
+    fresh = StackedEncoder.random(64, [24, 12], seed=1, **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
+    layer0 = cfg.make_layer(0, 64, 24, 2, seed=1, inputs_in_unit_interval=True)
+    assert torch.equal(fresh.layers[0].encoder.linear.weight, layer0.encoder.linear.weight)
+    assert layer_seed(1, 0) != layer_seed(0, 0)
+
+
+def test_rerun_after_completion_trains_nothing(tiny_run):
+    """A second run finds every stage finished: no stage file is rewritten, the results are equal."""
+    out, results = tiny_run
+    stages = sorted((out / "stages").iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in stages}
+    again = run_pipeline(from_dict(TINY), out, device="cpu", progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in sorted((out / "stages").iterdir())}
+    assert before == after
+    pd.testing.assert_frame_equal(again, results)
+
+
+def test_same_seed_gives_identical_results(tiny_run, tmp_path):
+    """An independent run of the same config gives the same results.csv (wall time aside)."""
+    out, _ = tiny_run
+    run_pipeline(from_dict(TINY), tmp_path / "again", device="cpu", progress=False)
+    pd.testing.assert_frame_equal(comparable(tmp_path / "again" / "results.csv"), comparable(out / "results.csv"))
+
+
+def test_run_dir_of_another_config_is_refused(tiny_run):
+    """Resuming into a folder that holds a different config fails and names the changed key."""
+    out, _ = tiny_run
+    other = dict(TINY, finetune=dict(TINY["finetune"], epochs=4))
+    with pytest.raises(RunDirError, match=r"finetune.epochs"):
+        run_pipeline(from_dict(other), out, device="cpu", progress=False)
+
+
+def test_killed_run_resumes_to_the_same_results(tiny_run, tmp_path):
+    """SIGKILL during fine-tuning, then a rerun, ends with the results of an uninterrupted run."""
+    out, _ = tiny_run
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(TINY_TOML.format(epochs=3))
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "stacked_ae", "run", str(pipeline), "--out", str(run_dir), "--quiet",
+           "--no-report", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    stages = run_dir / "stages"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if stages.is_dir() and len(list(stages.glob("arm_*.json"))) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(stages.glob("arm_*.json")))
+    assert 2 <= done < 20, done
+    for path in stages.glob("arm_*.json"):     # no stage record is ever half-written
+        assert json.loads(path.read_text())["result"]["status"] == "ok", path
+    assert not (run_dir / "results.csv").exists()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(out / "results.csv"))
+
+
+def test_force_starts_over(tiny_run, tmp_path):
+    """--force discards finished stages of a folder and reruns them."""
+    run_dir = tmp_path / "forced"
+    cfg = from_dict(dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": ["all"]}, arms=["random"]))
+    run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    stage = run_dir / "stages" / "arm_seed0_budgetall_random.json"
+    first = stage.stat().st_mtime_ns
+    run_pipeline(cfg, run_dir, device="cpu", progress=False, force=True)
+    assert stage.stat().st_mtime_ns != first
