@@ -23,10 +23,10 @@ setup(
         "matplotlib>=3.7",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "pyarrow>=12",      # .parquet input and output
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "pyarrow>=12", "joblib>=1.2"],
-        "parquet": ["pyarrow>=12"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "joblib>=1.2"],
     },
     entry_points={"console_scripts": ["sae=stacked_ae.cli:main"]},
     license="MIT",

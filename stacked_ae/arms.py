@@ -17,7 +17,7 @@ import torch
 
 from .config import PipelineConfig
 from .data import Dataset
-from .model import StackedEncoder
+from .model import CheckpointError, StackedEncoder
 from .pretrain import greedy_pretrain
 from .rundir import RunDir, write_npy
 from .train import (
@@ -70,7 +70,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     if record is not None and (record["status"] != "ok" or path.is_file()):
         if record["status"] != "ok":
             raise TrainingDiverged(record["message"])
-        ctx.stacks[seed] = StackedEncoder.load(path, map_location=ctx.device)
+        ctx.stacks[seed] = load_cached_encoder(ctx, path)
         return ctx.stacks[seed]
     start = time.perf_counter()
     try:
@@ -88,6 +88,28 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
                              "wall_seconds": round(time.perf_counter() - start, 3)})
     ctx.stacks[seed] = stack
     return stack
+
+
+def load_cached_encoder(ctx: RunContext, path) -> StackedEncoder:
+    """The encoder a finished pretraining stage saved; refused if damaged or not of this run's architecture
+    (arms must differ only in their starting weights)."""
+    hint = "delete it to pretrain again, or rerun with --force"
+    try:
+        stack = StackedEncoder.load(path, map_location=ctx.device)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; {hint}") from None
+    pcfg = ctx.cfg.pretrain_config()
+    sizes = list(ctx.cfg.model.sizes)
+    expected = ([ctx.data.n_features, *sizes], [pcfg.value("activation", k) for k in range(len(sizes))])
+    found = ([stack.n_in, *stack.sizes], stack.activations)
+    if found != expected:
+        raise CheckpointError(f"{path}: the cached encoder is {_architecture(*found)} but this run needs "
+                              f"{_architecture(*expected)}; {hint}")
+    return stack
+
+
+def _architecture(widths: list[int], activations: list[str]) -> str:
+    return f"{'-'.join(map(str, widths))} ({', '.join(activations)})"
 
 
 def fresh_stack(ctx: RunContext, seed: int) -> StackedEncoder:

@@ -70,8 +70,8 @@ def cmd_run(args) -> int:
         results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
                                progress=not args.quiet, threads=_threads(args.threads))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished stages are kept in {out}; run the same command again to resume",
-              file=sys.stderr)
+        again = "the same command without --force" if args.force else "the same command"   # --force would discard them
+        print(f"\ninterrupted: finished stages are kept in {out}; run {again} again to resume", file=sys.stderr)
         return 130
     report_path = None
     if not args.no_report:

@@ -7,7 +7,9 @@ from IDX files (raw or gzipped) in a plain folder or in torchvision's `ROOT/MNIS
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +122,7 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:   # zlib.error: a damaged deflate stream
         raise DataFormatError(f"{path}: cannot read IDX file ({err}); the file is corrupt or truncated, "
                               f"replace it with a fresh copy") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
@@ -129,11 +131,14 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 + 4 * ndim:
         raise DataFormatError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = 4 + 4 * ndim + int(np.prod(shape))
+    expected = 4 + 4 * ndim + math.prod(shape)   # Python ints: np.prod overflows int64 on lying headers
     if len(data) != expected:
         raise DataFormatError(f"{path}: IDX header promises shape {shape} ({expected} bytes) "
                               f"but the file has {len(data)} bytes; the file is truncated or corrupt")
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except ValueError as err:   # e.g. shape (0, 2**32 - 1, 2**32 - 1): no bytes, yet too big for numpy
+        raise DataFormatError(f"{path}: IDX header shape {shape} is impossible ({err})") from None
 
 
 def _candidate_dirs(name: str, root: Path) -> list[Path]:
@@ -200,24 +205,38 @@ def read_table(path: str | os.PathLike, label_column: str = "label") -> tuple[np
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if "X" not in f.files:
-                    raise DataFormatError(f"{path}: expected arrays 'X' (and 'y'), found {sorted(f.files)}")
-                return f["X"], (f["y"] if "y" in f.files else None)
-        except DataFormatError:
-            raise
-        except Exception as err:  # zipfile.BadZipFile, ValueError, OSError, ...
-            raise DataFormatError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
-    if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False), None
-        except Exception as err:
-            raise DataFormatError(f"{path}: not a readable .npy file ({type(err).__name__}: {err})") from None
+    if suffix in (".npz", ".npy"):
+        return _read_numpy(path, suffix)
     if suffix in (".csv", ".parquet"):
         return _read_frame(path, label_column)
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(USER_SUFFIXES)}")
+
+
+# What np.savez (a zip archive, possibly empty) and np.save write first; anything else np.load would try to unpickle.
+NUMPY_SIGNATURES = {".npz": (b"PK\x03\x04", b"PK\x05\x06"), ".npy": (b"\x93NUMPY",)}
+
+
+def _read_numpy(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """.npz: arrays X and y (or None); .npy: (array, None). Never unpickles; every failure is a DataFormatError."""
+    try:
+        with open(path, "rb") as fh:   # our handle: np.load leaks its own when a .npz is not a zip archive
+            if not fh.read(6).startswith(NUMPY_SIGNATURES[suffix]):
+                raise DataFormatError(f"{path}: not a {suffix} file (it does not start with the {suffix} signature)")
+            fh.seek(0)
+            if suffix == ".npy":
+                return np.load(fh, allow_pickle=False), None
+            with np.load(fh, allow_pickle=False) as f:
+                if "X" not in f.files:
+                    raise DataFormatError(f"{path}: expected arrays 'X' (and 'y'), found {sorted(f.files)}")
+                X, y = f["X"], (f["y"] if "y" in f.files else None)
+    except DataFormatError:
+        raise
+    except Exception as err:  # zipfile.BadZipFile, ValueError, OSError, EOFError, ...
+        raise DataFormatError(f"{path}: not a readable {suffix} file ({type(err).__name__}: {err})") from None
+    for key, array in (("X", X), ("y", y)):   # a member that is not .npy data loads as raw bytes
+        if array is not None and not isinstance(array, np.ndarray):
+            raise DataFormatError(f"{path}: member {key!r} is not a NumPy array (.npy) but raw bytes")
+    return X, y
 
 
 def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -226,6 +245,9 @@ def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray |
         frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except Exception as err:
         raise DataFormatError(f"{path}: cannot parse ({type(err).__name__}: {err})") from None
+    if frame.empty:
+        raise DataFormatError(f"{path}: the table is empty (columns {list(frame.columns)[:5]}, {len(frame)} rows); "
+                              f"expected at least one row of numeric features")
     y = None
     if label_column in frame.columns:
         y = frame[label_column].to_numpy()
@@ -235,6 +257,17 @@ def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray |
         hint = "" if y is not None else f" (and no label column {label_column!r}; name it with label_column=...)"
         raise DataFormatError(f"{path}: feature columns must be numeric; non-numeric: {non_numeric[:5]}{hint}")
     return frame.to_numpy(dtype=np.float32), y
+
+
+def _check_table(X: np.ndarray, y: np.ndarray, source: str) -> None:
+    """A non-empty 2-D table of real numbers and one label per row, or DataFormatError naming `source`."""
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataFormatError(f"{source}: expected a 2-D feature table with at least one row and one feature "
+                              f"column, got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise DataFormatError(f"{source}: features must be real numbers, got dtype {X.dtype}")
+    if y.ndim != 1 or len(y) != len(X):
+        raise DataFormatError(f"{source}: expected one label per row ({len(X)}), got labels of shape {y.shape}")
 
 
 def _encode_labels(y: np.ndarray, source: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -310,8 +343,7 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
         if y is None:
             raise DataFormatError(f"{name}: no label column {label_column!r} (or array 'y' in a .npz); "
                                   f"name the label column with label_column=...")
-        if X.ndim != 2 or len(X) == 0:
-            raise DataFormatError(f"{name}: expected a non-empty 2-D feature table, got shape {X.shape}")
+        _check_table(X, np.asarray(y), name)
         y, classes = _encode_labels(np.asarray(y), name)
         return _split_all(_scale(X, name), y, None, classes, Path(name).stem, val_size, test_size, seed)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}, "

@@ -170,7 +170,7 @@ def _read_manifest(run: RunDir) -> dict:
 
 def _write_samples(run: RunDir, data: Dataset, n: int = 2000) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, X=data.X_test[:n].numpy(), y=data.y_test[:n].numpy(), y_test=data.y_test.numpy(),
+    np.savez_compressed(buffer, X=data.X_test[:n].numpy(), y=data.y_test[:n].numpy(), y_test=data.y_test.numpy(),
              image_shape=np.array(data.image_shape or [], dtype=np.int64), classes=np.array(data.classes))
     atomic_write(run.root / "samples.npz", buffer.getvalue())
 

@@ -63,7 +63,8 @@ class PretrainConfig:
         if len(lengths) > 1:
             listed = {f.name: len(getattr(self, f.name)) for f in fields(self)
                       if isinstance(getattr(self, f.name), tuple)}
-            raise ValueError(f"pretrain per-layer lists disagree in length: {listed}")
+            raise ValueError(f"pretrain per-layer lists disagree in length: {listed}; give each a scalar or "
+                             f"exactly one entry per layer")
         return lengths.pop() if lengths else None
 
     def check_layers(self, n_layers: int) -> None:
@@ -159,7 +160,7 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
 
 def _record_final(history: list[dict], layer: AutoencoderLayer, codes: torch.Tensor) -> None:
     """Add the clean (uncorrupted) reconstruction loss of the final weights to the last row."""
-    history[-1]["clean_loss"] = evaluate_reconstruction(layer, codes)["loss"]
+    history[-1]["clean_loss"] = evaluate_reconstruction(layer, codes, sse=False)["loss"]
 
 
 @torch.no_grad()

@@ -185,7 +185,10 @@ def load_run(run_dir: str | Path) -> RunData:
     if not results_path.is_file():
         raise FileNotFoundError(f"{path}: not a run directory (no results.csv); run `sae run PIPELINE` first")
     notes: list[str] = []
-    results = pd.read_csv(results_path, dtype=RESULT_TEXT_COLUMNS)
+    try:
+        results = pd.read_csv(results_path, dtype=RESULT_TEXT_COLUMNS)
+    except ValueError as err:   # empty, binary or not CSV at all (pandas parse errors are ValueErrors)
+        raise ValueError(f"{results_path}: not a readable results table ({type(err).__name__}: {err})") from None
     missing = [c for c in RESULT_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"{results_path}: missing column(s) {', '.join(missing)}; expected the columns of "

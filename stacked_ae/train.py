@@ -142,16 +142,24 @@ def _classifier_loss(model, xb, yb):
 
 
 @torch.inference_mode()
-def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
-    """Mean reconstruction loss (the training loss, per element) and squared error per example."""
+def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH, *,
+                            sse: bool = True) -> dict:
+    """Mean reconstruction loss (the training loss, per element) and squared error per example.
+
+    `sse=False` skips the second forward pass that the squared error needs (loss only).
+    """
     model.eval()
-    loss, sse = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
+    loss, total_sse = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
     for start in range(0, len(X), batch_size):
         xb = X[start:start + batch_size]
         _, recon = model.loss(xb)
         loss += recon * len(xb)
-        sse += (model(xb) - xb).pow(2).sum()
-    return {"loss": (loss / len(X)).item(), "sse": (sse / len(X)).item()}
+        if sse:
+            total_sse += (model(xb) - xb).pow(2).sum()
+    metrics = {"loss": (loss / len(X)).item()}
+    if sse:
+        metrics["sse"] = (total_sse / len(X)).item()
+    return metrics
 
 
 @torch.inference_mode()

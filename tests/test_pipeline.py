@@ -160,6 +160,8 @@ def test_killed_run_resumes_to_the_same_results(tiny_run, tmp_path):
     assert 2 <= done < 20, done
     for path in stages.glob("arm_*.json"):     # no stage record is ever half-written
         assert json.loads(path.read_text())["result"]["status"] == "ok", path
+    for path in stages.glob("*.json"):         # pretraining records too: every stage file parses
+        json.loads(path.read_text())
     assert not (run_dir / "results.csv").exists()
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

@@ -1,0 +1,217 @@
+"""Faults during a run: Ctrl-C keeps finished stages and resumes to the same results; a diverging stage fails alone.
+
+The main Ctrl-C test drives `python -m stacked_ae run` in a subprocess and sends it a real SIGINT; the others raise
+KeyboardInterrupt at a chosen point in-process. The divergence tests use learning rates that overflow linear units
+within one epoch (sigmoid units saturate instead, and their losses stay finite).
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stacked_ae.cli import main
+from stacked_ae.config import from_dict
+from stacked_ae.pipeline import run_pipeline
+
+TINY_TOML = """
+name = "tiny"
+seeds = [0]
+arms = ["pretrained", "random", "frozen"]   # after a resume, frozen reads the pretrained encoder from disk
+[data]
+dataset = "digits"
+budgets = ["all"]
+[model]
+sizes = [24, 12]
+[pretrain]
+epochs = 1
+batch_size = 64
+noise = 0.2
+[finetune]
+epochs = 2
+lr = [0.01, 0.03]
+batch_size = 64
+patience = 2
+"""
+
+
+def comparable(path: Path) -> pd.DataFrame:
+    """results.csv without the wall-clock column (the only one that may differ between runs)."""
+    return pd.read_csv(path).drop(columns=["wall_seconds"])
+
+
+def interrupt_when(cmd: list[str], ready, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Start `cmd`, send SIGINT (Ctrl-C) as soon as `ready()` holds, and return the finished process."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before it could be interrupted:\n{proc.stderr.read()}"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def assert_clean_stop(result: subprocess.CompletedProcess, run_dir: Path) -> dict[str, int]:
+    """Exit 130 with a resume hint, no traceback, every stage file whole JSON, no temp file left; returns mtimes."""
+    assert result.returncode == 130, (result.returncode, result.stderr)
+    assert "run the same command again to resume" in result.stderr and "Traceback" not in result.stderr, \
+        result.stderr
+    stages = sorted((run_dir / "stages").glob("*.json")) if (run_dir / "stages").is_dir() else []
+    for path in stages:
+        json.loads(path.read_text())
+    leftovers = [p.name for p in run_dir.rglob(".*.tmp*")]
+    assert not leftovers, f"temp files left behind: {leftovers}"
+    assert not (run_dir / "results.csv").exists(), "an interrupted run wrote results.csv"
+    return {p.name: p.stat().st_mtime_ns for p in stages}
+
+
+def test_ctrl_c_keeps_finished_stages_and_resumes_to_the_same_results(tmp_path):
+    """Ctrl-C once an arm has finished, then a rerun: the kept stages are not redone and the results equal those
+    of an uninterrupted run."""
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(TINY_TOML)
+    run_dir = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "stacked_ae", "run", str(pipeline), "--out", str(run_dir), "--quiet", "--no-report",
+           "--device", "cpu"]
+    interrupted = interrupt_when(cmd, lambda: any(run_dir.glob("stages/arm_*.json")))
+    kept = assert_clean_stop(interrupted, run_dir)
+    assert any(name.startswith("arm_") for name in kept) and len(kept) < 1 + 3, kept   # some, not all, stages
+
+    assert main(cmd[3:]) == 0           # the same command, resumed (in-process: one interpreter start is enough)
+    stages = run_dir / "stages"
+    assert {name: (stages / name).stat().st_mtime_ns for name in kept} == kept, "finished stages were redone"
+    reference = tmp_path / "uninterrupted"
+    run_pipeline(from_dict(tomllib.loads(TINY_TOML)), reference, device="cpu", progress=False)
+    pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(reference / "results.csv"))
+
+
+def test_ctrl_c_during_pretraining_abandons_it_cleanly(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the middle of greedy pretraining (its first layer trained): exit 130 with the resume hint, and
+    neither a stage record nor an encoder file of the abandoned stage."""
+    from stacked_ae import pretrain
+    real_fit = pretrain.fit_autoencoder
+    calls = []
+
+    def fit_then_ctrl_c(*args, **kwargs):
+        calls.append(kwargs["stage"])
+        if len(calls) == 2:          # layer 1 is trained; Ctrl-C arrives while layer 2 trains
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "fit_autoencoder", fit_then_ctrl_c)
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(TINY_TOML)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(pipeline), "--out", str(run_dir), "--quiet", "--no-report", "--device", "cpu"]) == 130
+    assert len(calls) == 2, calls
+    err = capsys.readouterr().err
+    assert err.strip() == f"interrupted: finished stages are kept in {run_dir}; run the same command again to resume"
+    assert not (run_dir / "stages").exists() and not (run_dir / "encoders").exists()
+    assert not list(run_dir.rglob(".*.tmp*")) and (run_dir / "config.json").is_file()
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    """Ctrl-C between writing the temp file and renaming it: readers still see the old file, whole."""
+    from stacked_ae import rundir
+    path = tmp_path / "stages" / "arm.json"
+    rundir.write_json(path, {"version": 1})
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir.os, "replace", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.write_json(path, {"version": 2})
+    assert json.loads(path.read_text()) == {"version": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["arm.json"]
+
+
+def test_ctrl_c_after_force_says_to_resume_without_force(tmp_path, monkeypatch, capsys):
+    """After `--force`, the resume hint drops --force: rerunning with it would discard the stages just kept."""
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(TINY_TOML)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stacked_ae.pipeline.run_pipeline", interrupted)
+    assert main(["run", str(pipeline), "--out", str(tmp_path / "run"), "--force", "--quiet"]) == 130
+    assert "run the same command without --force again to resume" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- divergence
+
+DIVERGING = {
+    "name": "diverging",
+    "seeds": [0, 1],
+    "arms": ["pretrained", "random", "frozen", "logreg"],
+    "data": {"dataset": "digits", "budgets": ["all"]},
+    "model": {"sizes": [16, 8], "output_activation": "linear"},   # squared error on linear outputs overflows
+    "pretrain": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 1e6},
+    "finetune": {"epochs": 2, "lr": [0.01], "batch_size": 64, "patience": 2},
+}
+
+
+def test_diverging_pretraining_fails_its_arms_and_the_others_go_on(tmp_path):
+    """Pretraining with lr=1e6 fails the pretrained and frozen arms of every seed, naming the layer, the epoch
+    and the lr; the random and logistic-regression arms of both seeds still finish."""
+    results = run_pipeline(from_dict(DIVERGING), tmp_path / "run", device="cpu", progress=False)
+    table = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(table[["seed", "arm", "status"]], results[["seed", "arm", "status"]])
+    failed = table[table["arm"].isin(["pretrained", "frozen"])]
+    assert len(failed) == 4 and (failed["status"] == "failed").all(), table[["seed", "arm", "status"]]
+    for row in failed.itertuples():
+        assert f"pretraining, seed {row.seed}: pretrain layer 1/2 (64->16): training loss became" in row.message
+        assert "at epoch 1 (lr=1e+06)" in row.message, row.message
+    ok = table[table["arm"].isin(["random", "logreg"])]
+    assert len(ok) == 4 and (ok["status"] == "ok").all() and ok["test_error"].astype(float).lt(0.9).all(), ok
+
+
+def test_diverging_fine_tuning_is_marked_in_results_summary_and_report(tmp_path, capsys):
+    """`sae run --set finetune.lr=[1e6]` with SGD on linear units: the neural fine-tuned arms fail (the message names
+    the arm, the epoch and the lr), the run still ends with exit 0, and results.csv, the summary and the report
+    mark each failure."""
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('name = "diverging"\nseeds = [0]\narms = ["pretrained", "random", "logreg"]\n'
+                        '[data]\nbudgets = ["all"]\n[model]\nsizes = [16, 8]\nactivation = "linear"\n'
+                        '[pretrain]\nepochs = 1\n[finetune]\nepochs = 2\npatience = 2\n')
+    out = tmp_path / "run"
+    code = main(["run", str(pipeline), "--out", str(out), "--quiet", "--device", "cpu",
+                 "--set", "finetune.lr=[1e6]", "--set", "finetune.optimizer=sgd"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    results = pd.read_csv(out / "results.csv", keep_default_na=False).set_index("arm")
+    assert list(results["status"]) == ["failed", "failed", "ok"], results[["status", "message"]]
+    for arm in ("pretrained", "random"):
+        message = results.loc[arm, "message"]
+        assert message.startswith(f"{arm}: every learning rate diverged: {arm} lr=1e+06: training loss became"), \
+            message
+        assert "at epoch 1 (lr=1e+06)" in message, message
+        assert f"FAILED seed 0, budget all, {arm}: {message}" in printed, printed
+    report = (out / "report.md").read_text()
+    assert "## Missing or failed" in report and "2 failed stage(s)" in report, report
+    assert results.loc["random", "message"] in report
+
+
+def test_failed_stages_are_cached_and_not_retried(tmp_path):
+    """A rerun keeps the records of failed stages (pretraining and fine-tuning) as they are: the failure is
+    deterministic, and the rerun's results show the same failures."""
+    cfg = from_dict(dict(DIVERGING, seeds=[0], arms=["pretrained", "random"],
+                         finetune=dict(DIVERGING["finetune"], lr=[1e6], optimizer="sgd"),
+                         model=dict(DIVERGING["model"], activation="linear")))
+    first = run_pipeline(cfg, tmp_path / "run", device="cpu", progress=False)
+    stages = sorted((tmp_path / "run" / "stages").glob("*.json"))
+    before = {p.name: p.stat().st_mtime_ns for p in stages}
+    assert set(before) == {"pretrain_seed0.json", "arm_seed0_budgetall_pretrained.json",
+                           "arm_seed0_budgetall_random.json"}, before
+    again = run_pipeline(cfg, tmp_path / "run", device="cpu", progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in stages} == before
+    assert list(again["status"]) == list(first["status"]) == ["failed", "failed"], again[["arm", "status"]]
