@@ -19,7 +19,7 @@ from .config import PipelineConfig
 from .data import Dataset
 from .model import CheckpointError, StackedEncoder
 from .pretrain import greedy_pretrain
-from .rundir import RunDir, write_npy
+from .rundir import RunDir, fingerprint, write_npy
 from .train import (
     TrainingDiverged,
     evaluate_classifier,
@@ -64,8 +64,8 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     """Greedy pretraining of one seed on all training images (labels unused); computed once, cached."""
     if seed in ctx.stacks:
         return ctx.stacks[seed]
-    key = f"pretrain_seed{seed}"
-    record = ctx.run.load_stage(key)
+    key, stamp = f"pretrain_seed{seed}", pretrain_fingerprint(ctx.cfg, seed)
+    record = ctx.run.load_stage(key, stamp)
     path = ctx.run.encoder_path(seed)
     if record is not None and (record["status"] != "ok" or path.is_file()):
         if record["status"] != "ok":
@@ -79,15 +79,31 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
                                            progress=ctx.progress)
     except TrainingDiverged as err:
         ctx.run.save_stage(key, {"seed": seed, "status": "failed", "message": f"pretraining, seed {seed}: {err}",
-                                 "wall_seconds": time.perf_counter() - start})
+                                 "wall_seconds": time.perf_counter() - start}, stamp)
         raise TrainingDiverged(f"pretraining, seed {seed}: {err}") from None
     stack.save(path)
     rows = [{"seed": seed, "layer": k + 1, "epoch": row["epoch"], "train_loss": row["train_loss"],
              "val_loss": row.get("val_loss")} for k, history in enumerate(histories) for row in history]
     ctx.run.save_stage(key, {"seed": seed, "status": "ok", "history": rows,
-                             "wall_seconds": round(time.perf_counter() - start, 3)})
+                             "wall_seconds": round(time.perf_counter() - start, 3)}, stamp)
     ctx.stacks[seed] = stack
     return stack
+
+
+def pretrain_fingerprint(cfg: PipelineConfig, seed: int) -> str:
+    """What pretraining depends on: the data split, the model, [pretrain] and the seed."""
+    settings = cfg.to_dict()
+    data = {k: v for k, v in settings["data"].items() if k != "budgets"}
+    return fingerprint({"data": data, "model": settings["model"], "pretrain": settings["pretrain"], "seed": seed,
+                        "task": settings["task"]})
+
+
+def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str) -> str:
+    """What an arm depends on: every setting but the lists of seeds, budgets and arms, the name and
+    the published figures."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "seeds", "arms", "reference")}
+    settings["data"] = {k: v for k, v in settings["data"].items() if k != "budgets"}
+    return fingerprint({**settings, "seed": seed, "budget": budget, "arm": arm})
 
 
 def load_cached_encoder(ctx: RunContext, path) -> StackedEncoder:

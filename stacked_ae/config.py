@@ -110,6 +110,7 @@ class FinetuneSection:
     weight_decay: float = 0.0
     schedule: str = "constant"
     patience: int | None = 10          # epochs without validation improvement; none = train all epochs
+    epoch_size: int = 0                # examples per epoch at least (small label budgets are cycled); 0 = one pass
 
     def __post_init__(self):
         if not self.lr:
@@ -123,7 +124,7 @@ class FinetuneSection:
     def train_config(self, lr: float) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=lr, batch_size=self.batch_size, optimizer=self.optimizer,
                            momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
-                           patience=self.patience)
+                           patience=self.patience, epoch_size=self.epoch_size)
 
 
 @dataclass(frozen=True)

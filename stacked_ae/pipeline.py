@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, pretrain_stage, train_arm
+from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, arm_fingerprint, pretrain_stage, train_arm
 from .config import ConfigError, PipelineConfig
 from .data import Dataset, labeled_subset, load_dataset
 from .rundir import RunDir, atomic_write, budget_label, subset_hash, write_json, write_tables
@@ -36,7 +36,7 @@ RUN_FILES = ("stages", "encoders", "models", "predictions", "figures", "results.
 
 
 class RunDirError(ValueError):
-    """The output folder holds a run of another config (or is not a run folder)."""
+    """The output path exists and is not a folder."""
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="auto", force: bool = False,
@@ -75,7 +75,10 @@ def auto_threads(cfg: PipelineConfig) -> int:
 
 
 def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
-    """Create the folder, or check it holds a run of this very config (resume); --force starts over."""
+    """Create the folder or resume in it; --force starts over.
+
+    A finished stage is reused only while the settings it depends on are unchanged (each
+    stage record carries their fingerprint): after an edit, only the affected stages rerun."""
     config_path = run.root / "config.json"
     if run.root.exists() and not run.root.is_dir():
         raise RunDirError(f"{run.root}: exists and is not a folder")
@@ -83,11 +86,11 @@ def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
         try:
             previous = json.loads(config_path.read_text())
         except ValueError:
-            previous = None
-        if previous != cfg.to_dict():
-            changed = sorted(_changed_keys(previous or {}, cfg.to_dict()))
-            raise RunDirError(f"{run.root} holds a run of a different config (changed: {', '.join(changed)}); "
-                              f"pass --force to start it over, or --out to run elsewhere")
+            previous = {}
+        changed = sorted(_changed_keys(previous if isinstance(previous, dict) else {}, cfg.to_dict()))
+        if changed:
+            log.warning("%s: the config changed since the last run (%s); stages that depend on it are "
+                        "recomputed, the others are reused", run.root, ", ".join(changed))
     if force:
         for name in RUN_FILES:
             path = run.root / name
@@ -191,8 +194,8 @@ def _write_finish(run: RunDir) -> None:
 
 def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     """One arm at one seed and budget; returns its results row (from cache when finished)."""
-    key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
-    record = ctx.run.load_stage(key)
+    key, stamp = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}", arm_fingerprint(ctx.cfg, seed, budget, arm)
+    record = ctx.run.load_stage(key, stamp)
     if record is not None:
         return record["result"]
     subset = labeled_subset(ctx.data.y_train.cpu(), budget, seed=subset_seed(seed, budget))
@@ -212,7 +215,7 @@ def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     row["wall_seconds"] = round(time.perf_counter() - start, 3)
     for row_h in history:
         row_h.update(seed=seed, budget=budget_label(budget), arm=arm)
-    ctx.run.save_stage(key, {"result": row, "history": history})
+    ctx.run.save_stage(key, {"result": row, "history": history}, stamp)
     return row
 
 

@@ -64,6 +64,11 @@ def subset_hash(indices) -> str:
     return hashlib.sha256(arr.tobytes()).hexdigest()[:12]
 
 
+def fingerprint(settings: dict) -> str:
+    """A short hash of the settings a stage depends on (JSON, sorted keys)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def budget_label(budget) -> str:
     return "all" if budget == "all" else str(int(budget))
 
@@ -86,18 +91,20 @@ class RunDir:
     def predictions_path(self, seed: int, budget, arm: str) -> Path:
         return self.root / "predictions" / f"seed{seed}_budget{budget_label(budget)}_{arm}.npy"
 
-    def load_stage(self, key: str) -> dict | None:
-        """The record of a finished stage, or None if the stage has not finished."""
+    def load_stage(self, key: str, fingerprint: str) -> dict | None:
+        """The record of a finished stage, or None if it has not finished or was computed under
+        settings that differ from `fingerprint` (then the stage is redone)."""
         path = self.stage_path(key)
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            record = json.loads(path.read_text())
         except ValueError:
             return None   # unreadable record (not ours, or damaged by hand): redo the stage
+        return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
 
-    def save_stage(self, key: str, record: dict) -> None:
-        write_json(self.stage_path(key), record)
+    def save_stage(self, key: str, record: dict, fingerprint: str) -> None:
+        write_json(self.stage_path(key), {**record, "fingerprint": fingerprint})
 
     def stage_records(self, prefix: str) -> list[dict]:
         folder = self.root / "stages"

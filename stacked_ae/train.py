@@ -40,6 +40,9 @@ class TrainConfig:
     weight_decay: float = 0.0      # L2 on all parameters, through the optimizer
     schedule: str = "constant"     # learning-rate schedule over epochs
     patience: int | None = None    # early stopping: epochs without validation improvement; None = off
+    epoch_size: int = 0            # an epoch shows at least this many examples: a small training set is
+                                   # cycled in fresh permutations, so every label budget gets comparable
+                                   # updates per epoch; 0 = one pass
 
     def __post_init__(self):
         _check_positive_int("epochs", self.epochs)
@@ -56,6 +59,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience is not None:
             _check_positive_int("patience", self.patience)
+        if isinstance(self.epoch_size, bool) or not isinstance(self.epoch_size, int) or self.epoch_size < 0:
+            raise ValueError(f"epoch_size must be an integer >= 0, got {self.epoch_size!r}")
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -104,22 +109,26 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def iterate_batches(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
-    """Index slices of one random permutation of range(n)."""
-    order = torch.randperm(n, generator=generator).to(device)
-    for start in range(0, n, batch_size):
+def iterate_batches(n: int, batch_size: int, generator: torch.Generator, device,
+                    epoch_size: int = 0) -> Iterator[torch.Tensor]:
+    """Index slices of random permutations of range(n): one, or as many whole ones as it takes
+    to reach `epoch_size` examples."""
+    passes = max(1, -(-epoch_size // n))
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)]).to(device)
+    for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
 
 
 def train_epoch(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, loss_fn: Callable,
-                optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """One pass over (X, y) in shuffled batches; returns the mean loss (0-d tensor, still on device).
+                optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator,
+                epoch_size: int = 0) -> torch.Tensor:
+    """One epoch over (X, y) in shuffled batches; returns the mean loss (0-d tensor, still on device).
 
     `loss_fn(model, xb, yb) -> (objective, reported_loss)`; no host sync inside the loop.
     """
     model.train()
-    total = torch.zeros((), device=X.device)
-    for idx in iterate_batches(len(X), batch_size, generator, X.device):
+    total, seen = torch.zeros((), device=X.device), 0
+    for idx in iterate_batches(len(X), batch_size, generator, X.device, epoch_size):
         xb = X[idx]
         yb = None if y is None else y[idx]
         objective, reported = loss_fn(model, xb, yb)
@@ -127,7 +136,8 @@ def train_epoch(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, loss_
         objective.backward()
         optimizer.step()
         total += reported.detach() * len(idx)
-    return total / len(X)
+        seen += len(idx)
+    return total / seen
 
 
 def _autoencoder_loss(generator):
@@ -200,7 +210,8 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     bar = tqdm(range(1, cfg.epochs + 1), desc=stage, leave=False, disable=not progress, unit="epoch")
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(model, X, y, loss_fn, optimizer, cfg.batch_size, generator).item()
+        train_loss = train_epoch(model, X, y, loss_fn, optimizer, cfg.batch_size, generator,
+                                 cfg.epoch_size).item()
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"{stage}: training loss became {train_loss} at epoch {epoch} "
                                    f"(lr={lr:g}); try a smaller learning rate")

@@ -130,12 +130,41 @@ def test_same_seed_gives_identical_results(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(comparable(tmp_path / "again" / "results.csv"), comparable(out / "results.csv"))
 
 
-def test_run_dir_of_another_config_is_refused(tiny_run):
-    """Resuming into a folder that holds a different config fails and names the changed key."""
-    out, _ = tiny_run
-    other = dict(TINY, finetune=dict(TINY["finetune"], epochs=4))
-    with pytest.raises(RunDirError, match=r"finetune.epochs"):
-        run_pipeline(from_dict(other), out, device="cpu", progress=False)
+def test_changed_finetune_settings_reuse_pretraining_and_redo_the_arms(tmp_path, caplog):
+    """After editing [finetune], pretraining is reused untouched, every arm reruns, and the results
+    equal those of a fresh run of the edited config."""
+    small = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]}, arms=["pretrained", "random"])
+    edited = dict(small, finetune=dict(TINY["finetune"], epochs=4))
+    run_dir = tmp_path / "edited"
+    run_pipeline(from_dict(small), run_dir, device="cpu", progress=False)
+    stages = run_dir / "stages"
+    before = {p.name: p.stat().st_mtime_ns for p in stages.iterdir()}
+    run_pipeline(from_dict(edited), run_dir, device="cpu", progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in stages.iterdir()}
+    assert after["pretrain_seed0.json"] == before["pretrain_seed0.json"]
+    assert all(after[name] != before[name] for name in before if name.startswith("arm_"))
+    assert "finetune.epochs" in caplog.text
+    run_pipeline(from_dict(edited), tmp_path / "fresh", device="cpu", progress=False)
+    pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(tmp_path / "fresh" / "results.csv"))
+
+
+def test_changed_model_redoes_pretraining(tmp_path):
+    """Editing [model] invalidates the pretraining stage as well as the arms."""
+    small = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]}, arms=["pretrained"])
+    run_dir = tmp_path / "model"
+    run_pipeline(from_dict(small), run_dir, device="cpu", progress=False)
+    first = (run_dir / "stages" / "pretrain_seed0.json").stat().st_mtime_ns
+    run_pipeline(from_dict(dict(small, model={"sizes": [20, 12]})), run_dir, device="cpu", progress=False)
+    assert (run_dir / "stages" / "pretrain_seed0.json").stat().st_mtime_ns != first
+    assert pd.read_csv(run_dir / "results.csv")["status"].tolist() == ["ok"]
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    """--out pointing at an existing file is a RunDirError."""
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(RunDirError, match="not a folder"):
+        run_pipeline(from_dict(TINY), path, device="cpu", progress=False)
 
 
 def test_killed_run_resumes_to_the_same_results(tiny_run, tmp_path):

@@ -200,3 +200,15 @@ def test_bad_train_config_raises_value_error(kwargs, message):
     """Invalid TrainConfig fields raise ValueError naming the field and value."""
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_epoch_size_cycles_a_small_training_set_in_whole_permutations():
+    """epoch_size=100 over 30 examples gives 4 fresh permutations: every index exactly 4 times."""
+    from stacked_ae.train import iterate_batches
+    batches = list(iterate_batches(30, 10, torch.Generator().manual_seed(0), "cpu", epoch_size=100))
+    order = torch.cat(batches)
+    assert len(batches) == 12 and len(order) == 120
+    assert torch.equal(torch.bincount(order), torch.full((30,), 4))
+    assert not torch.equal(order[:30], order[30:60])
+    one_pass = torch.cat(list(iterate_batches(30, 10, torch.Generator().manual_seed(0), "cpu")))
+    assert torch.equal(torch.sort(one_pass).values, torch.arange(30))
