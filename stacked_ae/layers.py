@@ -132,8 +132,13 @@ class Decoder(nn.Module):
 def reconstruction_loss(decoder: Decoder, codes: torch.Tensor, target: torch.Tensor,
                         reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy for a sigmoid decoder, squared error for a linear one, per element."""
-    logits = decoder.logits(codes)
-    if decoder.activation == "sigmoid":
+    return loss_from_logits(decoder.activation, decoder.logits(codes), target, reduction)
+
+
+def loss_from_logits(output_activation: str, logits: torch.Tensor, target: torch.Tensor,
+                     reduction: str = "mean") -> torch.Tensor:
+    """The reconstruction loss matched to the decoder output, from its pre-activation."""
+    if output_activation == "sigmoid":
         return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
     return F.mse_loss(logits, target, reduction=reduction)
 
@@ -228,6 +233,10 @@ class AutoencoderLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clean reconstruction (no corruption): (n, n_in) -> (n, n_in)."""
         return self.decode(self.encode(x))
+
+    def recon_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, Decoder]:
+        """Pre-activation of the clean reconstruction, and the decoder that made it."""
+        return self.decoder.logits(self.encode(x)), self.decoder
 
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(objective, reconstruction loss) on a batch; corruption only in training mode."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .data import check_X
-from .layers import AutoencoderLayer, init_linear, reconstruction_loss
+from .layers import AutoencoderLayer, init_linear, loss_from_logits
 
 FORMAT = "stacked-ae/encoder"
 FORMAT_VERSION = 1
@@ -166,12 +166,17 @@ class DeepAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(objective, reconstruction loss): the first layer's decoder loss on the clean input."""
+    def recon_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, nn.Module]:
+        """Pre-activation of the reconstruction, and the output decoder (the first layer's)."""
         h = self.encode(x)
         for decoder in self.decoders[:-1]:
             h = decoder(h)
-        recon = reconstruction_loss(self.decoders[-1], h, x)
+        return self.decoders[-1].logits(h), self.decoders[-1]
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective, reconstruction loss): the first layer's decoder loss on the clean input."""
+        logits, decoder = self.recon_logits(x)
+        recon = loss_from_logits(decoder.activation, logits, x)
         return recon, recon
 
 

@@ -160,7 +160,7 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
 
 def _record_final(history: list[dict], layer: AutoencoderLayer, codes: torch.Tensor) -> None:
     """Add the clean (uncorrupted) reconstruction loss of the final weights to the last row."""
-    history[-1]["clean_loss"] = evaluate_reconstruction(layer, codes, sse=False)["loss"]
+    history[-1]["clean_loss"] = evaluate_reconstruction(layer, codes)["loss"]
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import check_labels, check_X
+from .layers import activate, loss_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -152,24 +153,17 @@ def _classifier_loss(model, xb, yb):
 
 
 @torch.inference_mode()
-def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH, *,
-                            sse: bool = True) -> dict:
-    """Mean reconstruction loss (the training loss, per element) and squared error per example.
-
-    `sse=False` skips the second forward pass that the squared error needs (loss only).
-    """
+def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+    """Mean reconstruction loss (the training loss, per element, clean input) and squared error
+    summed over features, averaged over examples; one forward pass per batch."""
     model.eval()
-    loss, total_sse = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
+    loss, sse = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
     for start in range(0, len(X), batch_size):
         xb = X[start:start + batch_size]
-        _, recon = model.loss(xb)
-        loss += recon * len(xb)
-        if sse:
-            total_sse += (model(xb) - xb).pow(2).sum()
-    metrics = {"loss": (loss / len(X)).item()}
-    if sse:
-        metrics["sse"] = (total_sse / len(X)).item()
-    return metrics
+        logits, decoder = model.recon_logits(xb)
+        loss += loss_from_logits(decoder.activation, logits, xb) * len(xb)
+        sse += (activate(logits, decoder.activation) - xb).pow(2).sum()
+    return {"loss": (loss / len(X)).item(), "sse": (sse / len(X)).item()}
 
 
 @torch.inference_mode()
