@@ -1,0 +1,26 @@
+"""The throughput benchmark's smoke mode runs and prints its table; no timing is asserted."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_throughput.py"
+ROWS = ("matmul (model shapes, all)", "dae 784-1000 train", "greedy 784-1000-1000-1000",
+        "finetune 784-1000-1000-1000-10", "encode 784-1000-1000-1000")
+
+
+def test_quick_benchmark_prints_every_row(tmp_path):
+    """`bench_throughput.py --quick` exits 0 and its table has a row per workload, library and baseline."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--threads", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    lines = proc.stdout.splitlines()
+    for row in ROWS:
+        impls = ("-",) if row.startswith("matmul") else ("library", "baseline")
+        for impl in impls:
+            assert any(line.startswith(row) and line.split()[len(row.split())] == impl for line in lines), \
+                f"no {impl!r} row for {row!r} in:\n{proc.stdout}"
+    assert "greedy pretraining:" in proc.stdout, proc.stdout
+    assert out.is_file() and '"matmul_gflops"' in out.read_text()
