@@ -256,7 +256,12 @@ def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray |
     if non_numeric:
         hint = "" if y is not None else f" (and no label column {label_column!r}; name it with label_column=...)"
         raise DataFormatError(f"{path}: feature columns must be numeric; non-numeric: {non_numeric[:5]}{hint}")
-    return frame.to_numpy(dtype=np.float32), y
+    X = frame.to_numpy(dtype=np.float64)
+    too_large = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max)
+    if too_large.any():
+        raise DataFormatError(f"{path}: {int(too_large.sum())} feature values exceed the float32 range "
+                              f"(|x| > {np.finfo(np.float32).max:.3g}); rescale the data")
+    return X.astype(np.float32), y
 
 
 def _check_table(X: np.ndarray, y: np.ndarray, source: str) -> None:

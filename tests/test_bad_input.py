@@ -553,3 +553,12 @@ def test_resuming_with_a_bad_cached_encoder_is_refused(finished_run, tmp_path, c
     assert re.search(message, err) and "Traceback" not in err, err
     assert json.loads((out / "stages" / "pretrain_seed0.json").read_text())["status"] == "ok"   # nothing lost
 
+
+
+def test_csv_values_beyond_float32_are_a_clear_error(tmp_path):
+    """A CSV feature too large for float32 is refused by name instead of turning into inf."""
+    from stacked_ae.data import DataFormatError, read_table
+    path = tmp_path / "big.csv"
+    path.write_text("a,b,label\n1e39,0.5,0\n0.1,0.2,1\n")
+    with pytest.raises(DataFormatError, match=r"big\.csv: 1 feature values exceed the float32 range"):
+        read_table(path)
