@@ -145,6 +145,7 @@ def write_tables(run: RunDir, seeds: list[int], budgets: list, arms: list[str]) 
         if record["seed"] in seeds_set:
             pretrain += record.get("history", [])
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    results = results.astype({"epochs_trained": "Int64", "best_epoch": "Int64"})   # counts, empty for sklearn arms
     if len(results):
         results = _order(results, arms, budgets)
     write_csv(run.root / "results.csv", results)
