@@ -37,15 +37,6 @@ def expected_failed_checks(estimator):
     return {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on a shared machine run faster, and identically, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     """load_digits scaled to [0, 1], split 75/25 stratified: (X_train, X_test, y_train, y_test)."""
