@@ -200,7 +200,7 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     schedule = make_schedule(optimizer, cfg)
-    history, best, best_state, stale = [], None, None, 0
+    history, best, best_epoch, best_state, stale = [], None, None, None, 0
     bar = tqdm(range(1, cfg.epochs + 1), desc=stage, leave=False, disable=not progress, unit="epoch")
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
@@ -217,7 +217,7 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
                 raise TrainingDiverged(f"{stage}: validation loss became {row['val_loss']} at epoch "
                                        f"{epoch} (lr={lr:g}); try a smaller learning rate")
             if best is None or score_key(row) < best:
-                best, best_state, stale = score_key(row), copy.deepcopy(model.state_dict()), 0
+                best, best_epoch, best_state, stale = score_key(row), epoch, copy.deepcopy(model.state_dict()), 0
             else:
                 stale += 1
         history.append(row)
@@ -228,7 +228,6 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-        best_epoch = min(history, key=score_key)["epoch"]
         for row in history:
             row["best"] = row["epoch"] == best_epoch
     model.eval()
