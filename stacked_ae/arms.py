@@ -50,12 +50,12 @@ def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor
         if arm == "pca":
             return pca_reconstruction(ctx), []
         return finetune_autoencoder(ctx, seed, budget, arm)
-    if arm in ("logreg", "pca-logreg"):
-        metrics, predictions = logistic_regression(ctx, seed, arm, subset)
+    if arm in SKLEARN_ARMS:
+        (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset), []
     else:
         metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset)
     write_npy(ctx.run.predictions_path(seed, budget, arm), predictions)
-    return metrics, (history if arm not in SKLEARN_ARMS else [])
+    return metrics, history
 
 
 # ---------------------------------------------------------------- starting weights
