@@ -90,9 +90,24 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     return stack
 
 
+# Settings added after run folders were first written enter a fingerprint only when they differ
+# from their default: run folders written before them keep their finished stages.
+LATER_SETTINGS = {"pretrain": {"precision": "fp32"},
+                  "finetune": {"precision": "fp32", "dropout": 0.0, "input_dropout": 0.0}}
+
+
+def _fingerprinted(cfg: PipelineConfig) -> dict:
+    settings = cfg.to_dict()
+    for section, defaults in LATER_SETTINGS.items():
+        for key, default in defaults.items():
+            if key in settings[section] and settings[section][key] == default:
+                del settings[section][key]
+    return settings
+
+
 def pretrain_fingerprint(cfg: PipelineConfig, seed: int) -> str:
     """What pretraining depends on: the data split, the model, [pretrain] and the seed."""
-    settings = cfg.to_dict()
+    settings = _fingerprinted(cfg)
     data = {k: v for k, v in settings["data"].items() if k != "budgets"}
     return fingerprint({"data": data, "model": settings["model"], "pretrain": settings["pretrain"], "seed": seed,
                         "task": settings["task"]})
@@ -101,7 +116,7 @@ def pretrain_fingerprint(cfg: PipelineConfig, seed: int) -> str:
 def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str) -> str:
     """What an arm depends on: every setting but the lists of seeds, budgets and arms, the name and
     the published figures."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "seeds", "arms", "reference")}
+    settings = {k: v for k, v in _fingerprinted(cfg).items() if k not in ("name", "seeds", "arms", "reference")}
     settings["data"] = {k: v for k, v in settings["data"].items() if k != "budgets"}
     return fingerprint({**settings, "seed": seed, "budget": budget, "arm": arm})
 
@@ -178,8 +193,9 @@ def _fit_summary(rows: list[dict]) -> dict:
 
 
 def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor):
-    """pretrained / random: fine-tune the whole network; frozen: train the head only."""
-    d = ctx.data
+    """pretrained / random: fine-tune the whole network (with [finetune] dropout); frozen: train the head
+    only, on codes computed once (a linear probe: no dropout)."""
+    d, f = ctx.data, ctx.cfg.finetune
     X, y = d.X_train[subset.to(ctx.device)], d.y_train[subset.to(ctx.device)]
 
     frozen_codes = None
@@ -187,8 +203,10 @@ def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
         stack = pretrain_stage(ctx, seed)
         frozen_codes = (stack.encode(X).to(ctx.device), stack.encode(d.X_val).to(ctx.device))
 
+    drop = {} if arm == "frozen" else {"dropout": f.dropout, "input_dropout": f.input_dropout}
+
     def fit_one(lr):
-        model = starting_stack(ctx, seed, arm).classifier(d.n_classes, seed=seed, freeze=arm == "frozen")
+        model = starting_stack(ctx, seed, arm).classifier(d.n_classes, seed=seed, freeze=arm == "frozen", **drop)
         train_cfg = ctx.cfg.finetune.train_config(lr)
         if frozen_codes is None:
             rows = fit_classifier(model, X, y, train_cfg, X_val=d.X_val, y_val=d.y_val, seed=seed,

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(run)
     run.add_argument("--data-root", help="folder with the dataset files (else data.root or $STACKED_AE_DATA)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    run.add_argument("--precision", choices=["fp32", "bf16"],
+                     help="shorthand for --set pretrain.precision=P --set finetune.precision=P (bf16: autocast "
+                          "training steps; pays on GPUs and on CPUs with AMX)")
     run.add_argument("--out", help="run folder (default runs/<name>)")
     run.add_argument("--force", action="store_true", help="discard finished stages and start over")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -64,7 +67,10 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 def cmd_run(args) -> int:
     from .config import load_config
     from .pipeline import run_pipeline
-    cfg = load_config(args.file, args.overrides)
+    overrides = list(args.overrides)
+    if args.precision:
+        overrides += [f"pretrain.precision={args.precision}", f"finetune.precision={args.precision}"]
+    cfg = load_config(args.file, overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     try:
         results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,

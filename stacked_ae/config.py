@@ -16,6 +16,7 @@ from typing import Union
 
 from .data import KNOWN_DATASETS, USER_SUFFIXES
 from .layers import ACTIVATIONS
+from .model import check_dropout
 from .pretrain import PretrainConfig
 from .train import TrainConfig
 
@@ -92,6 +93,7 @@ class PretrainSection:
     momentum: PerLayerFloat = 0.9
     weight_decay: PerLayerFloat = 0.0
     schedule: PerLayerStr = "constant"
+    precision: PerLayerStr = "fp32"    # fp32 | bf16: training steps under bfloat16 autocast
     tied: PerLayerBool = False         # decoder uses the encoder weight transposed
     corruption: PerLayerStr = "mask"   # none | mask | gaussian | salt_pepper
     noise: PerLayerFloat = 0.0         # corruption level in [0, 1); 0 = plain autoencoder
@@ -111,10 +113,18 @@ class FinetuneSection:
     schedule: str = "constant"
     patience: int | None = 10          # epochs without validation improvement; none = train all epochs
     epoch_size: int = 0                # examples per epoch at least (small label budgets are cycled); 0 = one pass
+    precision: str = "fp32"            # fp32 | bf16: training steps under bfloat16 autocast
+    dropout: float = 0.0               # drop probability of each hidden unit in training (pretrained, random)
+    input_dropout: float = 0.0         # drop probability of each input in training (pretrained, random)
 
     def __post_init__(self):
         if not self.lr:
             raise ConfigError("finetune.lr must list at least one learning rate")
+        for key in ("dropout", "input_dropout"):
+            try:
+                check_dropout(key, getattr(self, key))
+            except ValueError as err:
+                raise ConfigError(f"finetune.{err}") from None
         for lr in self.lr:
             try:
                 self.train_config(lr)
@@ -124,7 +134,7 @@ class FinetuneSection:
     def train_config(self, lr: float) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=lr, batch_size=self.batch_size, optimizer=self.optimizer,
                            momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
-                           patience=self.patience, epoch_size=self.epoch_size)
+                           patience=self.patience, epoch_size=self.epoch_size, precision=self.precision)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ def _check_choice(value: str, known: tuple[str, ...], key: str) -> str:
     return value
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """`t` in fp32 if it is a 16-bit float (an autocast result); other dtypes (fp32, fp64) as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def activate(z: torch.Tensor, name: str) -> torch.Tensor:
     """Apply the named elementwise activation."""
     if name == "sigmoid":
@@ -137,7 +142,9 @@ def reconstruction_loss(decoder: Decoder, codes: torch.Tensor, target: torch.Ten
 
 def loss_from_logits(output_activation: str, logits: torch.Tensor, target: torch.Tensor,
                      reduction: str = "mean") -> torch.Tensor:
-    """The reconstruction loss matched to the decoder output, from its pre-activation."""
+    """The reconstruction loss matched to the decoder output, from its pre-activation (in fp32,
+    also when the logits come from a bfloat16 autocast region)."""
+    logits = full_precision(logits)
     if output_activation == "sigmoid":
         return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
     return F.mse_loss(logits, target, reduction=reduction)
@@ -254,11 +261,11 @@ class AutoencoderLayer(nn.Module):
     def sparsity_penalty(self, h: torch.Tensor) -> torch.Tensor:
         """sum_j KL(rho || rho_hat_j), rho_hat_j the batch mean of unit j (Ng's sparse autoencoder)."""
         rho = self.sparsity_target
-        rho_hat = h.mean(0).clamp(1e-6, 1 - 1e-6)
+        rho_hat = full_precision(h).mean(0).clamp(1e-6, 1 - 1e-6)
         return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
 
     def contractive_penalty(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Batch mean of ||dh/dx||_F^2 = sum_j act'(z_j)^2 * sum_i W_ji^2 (elementwise units)."""
-        grad = activation_grad(z, h, self.encoder.activation)            # (n, n_out)
+        grad = activation_grad(full_precision(z), full_precision(h), self.encoder.activation)   # (n, n_out)
         row_norms = self.encoder.linear.weight.pow(2).sum(1)             # (n_out,)
         return (grad.pow(2) * row_norms).sum(1).mean()

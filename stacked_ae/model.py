@@ -78,9 +78,11 @@ class StackedEncoder(nn.Module):
         finally:
             self.train(was_training)
 
-    def classifier(self, n_classes: int, *, seed: int = 0, freeze: bool = False) -> Classifier:
-        """Encoder + linear head (logits out); the encoder modules are this stack's own."""
-        return Classifier(self, n_classes, seed=seed, freeze=freeze)
+    def classifier(self, n_classes: int, *, seed: int = 0, freeze: bool = False, dropout: float = 0.0,
+                   input_dropout: float = 0.0) -> Classifier:
+        """Encoder + linear head (logits out); the encoder modules are this stack's own. `dropout` and
+        `input_dropout` apply in training only (see Classifier)."""
+        return Classifier(self, n_classes, seed=seed, freeze=freeze, dropout=dropout, input_dropout=input_dropout)
 
     def unroll(self) -> DeepAutoencoder:
         """The deep autoencoder: encoders 1..K, then decoders K..1, each the pretrained module."""
@@ -180,17 +182,35 @@ class DeepAutoencoder(nn.Module):
         return recon, recon
 
 
-class Classifier(nn.Module):
-    """Stacked encoder + linear head giving logits: (n, n_in) -> (n, n_classes)."""
+def check_dropout(name: str, p) -> float:
+    """A drop probability in [0, 1); the error names `name`."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")
+    return float(p)
 
-    def __init__(self, encoder: StackedEncoder, n_classes: int, *, seed: int = 0, freeze: bool = False):
+
+class Classifier(nn.Module):
+    """Stacked encoder + linear head giving logits: (n, n_in) -> (n, n_classes).
+
+    With `input_dropout` / `dropout`, training-mode forward passes zero each input / each hidden
+    unit with that probability and scale the survivors by 1 / (1 - p) (inverted dropout, Srivastava
+    et al. 2014); evaluation uses the network as is. The masks come from a generator seeded by
+    `seed`, so a seed gives the same training run and the global RNG is untouched.
+    """
+
+    def __init__(self, encoder: StackedEncoder, n_classes: int, *, seed: int = 0, freeze: bool = False,
+                 dropout: float = 0.0, input_dropout: float = 0.0):
         super().__init__()
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
             raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        check_dropout("dropout", dropout)
+        check_dropout("input_dropout", input_dropout)
         self.encoder = encoder
         self.head = init_linear(encoder.sizes[-1], n_classes, torch.Generator().manual_seed(seed))
         self.head.to(next(encoder.parameters()).device)
         self.frozen = freeze
+        self.dropout, self.input_dropout = float(dropout), float(input_dropout)
+        self._seed, self._masks = int(seed), None      # mask generator, made on the data's device
         if freeze:
             encoder.requires_grad_(False)
 
@@ -209,4 +229,22 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+        if not self.training or (self.dropout == 0.0 and self.input_dropout == 0.0):
+            return self.head(self.encoder(x))
+        x = self._drop(x, self.input_dropout)
+        for layer in self.encoder.layers:
+            x = self._drop(layer.encoder(x), self.dropout)
+        return self.head(x)
+
+    def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        if p == 0.0:
+            return x
+        if self._masks is None or self._masks.device != x.device:
+            self._masks = (torch.Generator(device=x.device).manual_seed(self._seed + 7919)
+                           if x.device.type != "mps" else None)   # mps has no device generators
+        keep = torch.rand(x.shape, generator=self._masks, device=x.device).ge_(p)
+        return x * keep.mul_(1.0 / (1.0 - p))
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}, input_dropout={self.input_dropout}" if self.dropout or \
+            self.input_dropout else ""

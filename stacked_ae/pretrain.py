@@ -24,7 +24,7 @@ PerLayer = Any  # a scalar, or a list/tuple with one entry per layer
 
 LAYER_FIELDS = ("activation", "output_activation", "tied", "corruption", "noise", "sparsity",
                 "sparsity_target", "contractive")
-TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule")
+TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "precision")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class PretrainConfig:
     momentum: PerLayer = 0.9
     weight_decay: PerLayer = 0.0
     schedule: PerLayer = "constant"
+    precision: PerLayer = "fp32"       # fp32 | bf16 (autocast training steps; see TrainConfig)
     activation: PerLayer = "sigmoid"   # encoder units
     output_activation: PerLayer = "auto"  # auto: sigmoid + cross-entropy for codes in [0, 1], else linear + MSE
     tied: PerLayer = False

@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import check_labels, check_X
-from .layers import activate, loss_from_logits
+from .layers import activate, full_precision, loss_from_logits
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
+PRECISIONS = ("fp32", "bf16")
 EVAL_BATCH = 8192
 FUSED_DEVICES = ("cpu", "cuda")     # where torch has fused Adam and SGD kernels
 
@@ -44,6 +45,8 @@ class TrainConfig:
     epoch_size: int = 0            # an epoch shows at least this many examples: a small training set is
                                    # cycled in fresh permutations, so every label budget gets comparable
                                    # updates per epoch; 0 = one pass
+    precision: str = "fp32"        # bf16: training steps under bfloat16 autocast (weights, optimizer and
+                                   # losses stay fp32); pays on GPUs and on CPUs with AMX
 
     def __post_init__(self):
         _check_positive_int("epochs", self.epochs)
@@ -60,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience is not None:
             _check_positive_int("patience", self.patience)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if isinstance(self.epoch_size, bool) or not isinstance(self.epoch_size, int) or self.epoch_size < 0:
             raise ValueError(f"epoch_size must be an integer >= 0, got {self.epoch_size!r}")
 
@@ -110,6 +115,15 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The context a training step runs in: bfloat16 autocast for `bf16`, nothing for `fp32`.
+
+    Under autocast the matrix products run in bfloat16 (fp32 accumulation); parameters, their
+    gradients, the optimizer state and the losses stay fp32.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def iterate_batches(n: int, batch_size: int, generator: torch.Generator, device,
                     epoch_size: int = 0) -> Iterator[torch.Tensor]:
     """Index slices of random permutations of range(n): one, or as many whole ones as it takes
@@ -122,17 +136,19 @@ def iterate_batches(n: int, batch_size: int, generator: torch.Generator, device,
 
 def train_epoch(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, loss_fn: Callable,
                 optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator,
-                epoch_size: int = 0) -> torch.Tensor:
+                epoch_size: int = 0, precision: str = "fp32") -> torch.Tensor:
     """One epoch over (X, y) in shuffled batches; returns the mean loss (0-d tensor, still on device).
 
     `loss_fn(model, xb, yb) -> (objective, reported_loss)`; no host sync inside the loop.
     """
     model.train()
+    cast = autocast(X.device, precision)
     total, seen = torch.zeros((), device=X.device), 0
     for idx in iterate_batches(len(X), batch_size, generator, X.device, epoch_size):
         xb = X[idx]
         yb = None if y is None else y[idx]
-        objective, reported = loss_fn(model, xb, yb)
+        with cast:
+            objective, reported = loss_fn(model, xb, yb)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
@@ -148,7 +164,7 @@ def _autoencoder_loss(generator):
 
 
 def _classifier_loss(model, xb, yb):
-    loss = F.cross_entropy(model(xb), yb)
+    loss = F.cross_entropy(full_precision(model(xb)), yb)   # fp32 loss under bf16 autocast too
     return loss, loss
 
 
@@ -205,7 +221,7 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_epoch(model, X, y, loss_fn, optimizer, cfg.batch_size, generator,
-                                 cfg.epoch_size).item()
+                                 cfg.epoch_size, cfg.precision).item()
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"{stage}: training loss became {train_loss} at epoch {epoch} "
                                    f"(lr={lr:g}); try a smaller learning rate")

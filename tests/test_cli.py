@@ -103,3 +103,18 @@ def test_set_overrides_reach_the_run(smoke_file, tmp_path):
                  "--set", "seeds=[0]", "--set", "arms=[\"random\"]"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["pretrain"]["epochs"] == 1 and config["seeds"] == [0] and config["arms"] == ["random"]
+
+
+def test_precision_flag_sets_both_stages_and_invalidates_their_cache(smoke_file, tmp_path):
+    """--precision bf16 reaches [pretrain] and [finetune] in the resolved config, and stages finished
+    in fp32 are redone rather than mixed with bf16 ones."""
+    import json
+    out = tmp_path / "p"
+    common = ["run", str(smoke_file), "--out", str(out), "--quiet", "--no-report", "--device", "cpu",
+              "--set", "seeds=[0]", "--set", "data.budgets=[5]", "--set", "arms=[\"pretrained\"]"]
+    assert main(common) == 0
+    first = (out / "stages" / "pretrain_seed0.json").stat().st_mtime_ns
+    assert main([*common, "--precision", "bf16"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["pretrain"]["precision"] == "bf16" and config["finetune"]["precision"] == "bf16"
+    assert (out / "stages" / "pretrain_seed0.json").stat().st_mtime_ns != first

@@ -6,6 +6,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn.base
 import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
@@ -112,6 +113,13 @@ def test_classifier_reaches_95_percent_on_digits(classifier, digits):
     assert accuracy >= 0.95, f"held-out accuracy {accuracy:.3f}"
     proba = classifier.predict_proba(digits[1])
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_bf16_classifier_matches_fp32_on_digits(classifier, digits):
+    """precision="bf16" (autocast in pretraining and fine-tuning) scores within 2 points of fp32."""
+    bf16 = sklearn.base.clone(classifier).set_params(precision="bf16").fit(digits[0], digits[2])
+    fp32, low = classifier.score(digits[1], digits[3]), bf16.score(digits[1], digits[3])
+    assert low >= fp32 - 0.02 and low >= 0.93, f"bf16 {low:.3f} vs fp32 {fp32:.3f}"
 
 
 def test_transformer_features_far_above_chance(transformer, digits):
@@ -264,6 +272,8 @@ def test_bad_transformer_parameters_are_named(params, message, digits):
     (dict(finetune_patience=3), "finetune_patience needs validation data"),
     (dict(validation_fraction=1.5), "validation_fraction must be"),
     (dict(finetune_epochs=0), "finetune_epochs must be a positive integer"),
+    (dict(init="random", precision="fp16"), "^precision must be one of fp32, bf16; got 'fp16'"),
+    (dict(finetune_dropout=1.0), "finetune_dropout must be a probability in \\[0, 1\\), got 1.0"),
 ])
 def test_bad_classifier_parameters_are_named(params, message, digits):
     """A bad classifier parameter raises ValueError naming it."""

@@ -168,3 +168,49 @@ def test_crafted_pickle_raises_without_running_code(tmp_path, writer):
     # Control: an unrestricted unpickle does run it, so the payload is live.
     torch.load(path, weights_only=False) if writer == "torch.save" else pickle.loads(path.read_bytes())
     assert marker.exists(), "the crafted payload is inert, so the check above proves nothing"
+
+
+# ---------------------------------------------------------------- dropout in the classifier
+
+
+def test_dropout_acts_in_training_only():
+    """Evaluation gives exactly the network without dropout; training passes draw fresh masks."""
+    x = torch.rand(64, 20, generator=torch.Generator().manual_seed(0))
+    plain = StackedEncoder.random(20, [16, 8], seed=0).classifier(3, seed=0)
+    dropped = StackedEncoder.random(20, [16, 8], seed=0).classifier(3, seed=0, dropout=0.5, input_dropout=0.2)
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(x), dropped(x))
+    dropped.train()
+    first, second = dropped(x), dropped(x)
+    assert not torch.equal(first, second) and not torch.equal(first, plain(x))
+
+
+def test_dropout_masks_have_the_rate_and_keep_the_expectation():
+    """p = 0.3: about 30% zeros, survivors scaled by 1/0.7, so the mean of ones stays 1."""
+    clf = StackedEncoder.random(4, [4], seed=0).classifier(2, seed=0, dropout=0.3).train()
+    out = clf._drop(torch.ones(2000, 500), 0.3)
+    zeros = (out == 0).float().mean().item()
+    assert zeros == pytest.approx(0.3, abs=0.005)
+    assert torch.allclose(out[out != 0], torch.tensor(1 / 0.7))
+    assert out.mean().item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_dropout_training_is_deterministic_and_leaves_global_rng_alone(low_rank):
+    """Two fits with the same seed give identical weights; the global torch RNG is not drawn from."""
+    def fit():
+        clf = StackedEncoder.random(20, [16], seed=0).classifier(3, seed=0, dropout=0.3, input_dropout=0.1)
+        fit_classifier(clf, low_rank.X, low_rank.y, TrainConfig(epochs=3, lr=1e-2), seed=0)
+        return clf.head.weight.detach().clone()
+    state = torch.get_rng_state()
+    first, second = fit(), fit()
+    assert torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dropout": 1.0}, r"dropout must be a probability in \[0, 1\), got 1.0"),
+    ({"input_dropout": -0.1}, r"input_dropout must be a probability in \[0, 1\), got -0.1"),
+])
+def test_bad_dropout_is_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StackedEncoder.random(4, [4], seed=0).classifier(2, **kwargs)
