@@ -135,13 +135,31 @@ def _to_device(data: Dataset, device: torch.device) -> Dataset:
     return dataclasses.replace(data, **tensors)
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """Output of a git command run in the package's checkout, or None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _git_commit() -> str | None:
+    return _git("rev-parse", "HEAD") or None
+
+
+def _git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (the code that ran is then not exactly the commit's)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
+
+
+def _command() -> str:
+    """This process's command line, with the launcher named as a user would type it."""
+    launcher = Path(sys.argv[0]).name
+    launcher = "python -m stacked_ae" if launcher == "__main__.py" else launcher
+    return " ".join([launcher, *sys.argv[1:]])
 
 
 def _now() -> str:
@@ -153,9 +171,12 @@ def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.
     previous = _read_manifest(run)
     manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,
                 "python_version": platform.python_version(), "platform": platform.platform(),
-                "git_commit": _git_commit(), "device": str(device), "torch_threads": torch.get_num_threads(),
-                "started": previous.get("started", _now()), "finished": None,
-                "command": " ".join(sys.argv),
+                "git_commit": _git_commit(), "git_dirty": _git_dirty(), "device": str(device),
+                "torch_threads": torch.get_num_threads(), "started": previous.get("started", _now()), "finished": None,
+                "command": _command(),
+                # every invocation that worked on this folder; a resumed run's stages come from several
+                "invocations": [*previous.get("invocations", []),
+                                {"command": _command(), "started": _now(), "git_commit": _git_commit()}],
                 "dataset": {"name": data.name, "n_train": len(data.X_train), "n_val": len(data.X_val),
                             "n_test": len(data.X_test), "n_features": data.n_features,
                             "image_shape": list(data.image_shape or []), "classes": list(data.classes)}}

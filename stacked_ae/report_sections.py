@@ -94,7 +94,10 @@ def setup_rows(run: RunData) -> list[tuple[str, str]]:
         ("versions", f"stacked-ae {known(man.get('stacked_ae_version'))}, torch {known(man.get('torch_version'))}, "
                      f"Python {known(man.get('python_version'))}"),
         ("command", f"`{man['command']}`" if man.get("command") else DASH),
-        ("platform", known(man.get("platform"))), ("git commit", known(man.get("git_commit"))),
+        ("platform", known(man.get("platform"))),
+        ("git commit", known(man.get("git_commit")) + (" (with uncommitted changes)" if man.get("git_dirty") else "")),
+        *([("invocations", f"{len(man['invocations'])} (the run was resumed; the command above is the last)")]
+          if len(man.get("invocations", [])) > 1 else []),
         ("device", known(man.get("device"))),
         ("started / finished", f"{known(man.get('started'))} / {known(man.get('finished'))}"),
         ("wall time", "; ".join(f"{k} {fmt_seconds(seconds[k])}" for k in sorted(seconds, key=stage_order))

@@ -123,6 +123,21 @@ def test_rerun_after_completion_trains_nothing(tiny_run):
     pd.testing.assert_frame_equal(again, results)
 
 
+def test_manifest_records_every_invocation(tiny_run, tmp_path):
+    """Each run of a folder appends its command, start time and commit; the first start is kept."""
+    small = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]}, arms=["random"])
+    out = tmp_path / "twice"
+    run_pipeline(from_dict(small), out, device="cpu", progress=False)
+    first = json.loads((out / "manifest.json").read_text())
+    run_pipeline(from_dict(small), out, device="cpu", progress=False)
+    second = json.loads((out / "manifest.json").read_text())
+    assert len(first["invocations"]) == 1 and len(second["invocations"]) == 2
+    assert second["started"] == first["started"] == first["invocations"][0]["started"]
+    assert second["invocations"][0] == first["invocations"][0]
+    assert all(set(i) == {"command", "started", "git_commit"} for i in second["invocations"])
+    assert second["git_dirty"] in (True, False, None) and "/" not in second["command"].split()[0]
+
+
 def test_same_seed_gives_identical_results(tiny_run, tmp_path):
     """An independent run of the same config gives the same results.csv (wall time aside)."""
     out, _ = tiny_run
@@ -206,3 +221,46 @@ def test_force_starts_over(tiny_run, tmp_path):
     first = stage.stat().st_mtime_ns
     run_pipeline(cfg, run_dir, device="cpu", progress=False, force=True)
     assert stage.stat().st_mtime_ns != first
+
+
+@pytest.mark.parametrize("name", ["quickstart", "mnist-sdae", "mnist-deep-ae", "mnist-2d", "fashion-mnist-sdae"])
+def test_shipped_reports_stay_resumable(name):
+    """Every stage of the shipped run folders still matches the fingerprint of the config it ran with
+    (config.json, read by today's code): settings added later, at their defaults, leave finished
+    stages valid. The run is of the shipped pipeline file (same data and model)."""
+    from stacked_ae.arms import arm_fingerprint, pretrain_fingerprint
+    from stacked_ae.config import load_config
+    root = Path(__file__).resolve().parent.parent
+    cfg = from_dict(json.loads((root / "reports" / name / "config.json").read_text()))
+    shipped = load_config(root / "pipelines" / f"{name}.toml")
+    assert (cfg.data, cfg.model, cfg.name) == (shipped.data, shipped.model, shipped.name)
+    stages = sorted((root / "reports" / name / "stages").glob("*.json"))
+    assert stages, f"reports/{name}/stages is empty"
+    for path in stages:
+        record = json.loads(path.read_text())
+        kind, seed, *rest = path.stem.split("_", 3)
+        seed = int(seed.removeprefix("seed"))
+        if kind == "pretrain":
+            want = pretrain_fingerprint(cfg, seed)
+        else:
+            budget = rest[0].removeprefix("budget")
+            want = arm_fingerprint(cfg, seed, "all" if budget == "all" else int(budget), rest[1])
+        assert record["fingerprint"] == want, path.name
+
+
+def test_finetune_dropout_reaches_the_fine_tuned_arms_only(tmp_path):
+    """[finetune] dropout changes what the pretrained and random arms learn; the frozen arm (a linear
+    probe on codes computed once) is trained exactly as without it."""
+    small = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]},
+                 arms=["pretrained", "random", "frozen"])
+    dropped = dict(small, finetune=dict(TINY["finetune"], dropout=0.3, input_dropout=0.1))
+    plain = comparable(_run(small, tmp_path / "plain")).set_index("arm")
+    drop = comparable(_run(dropped, tmp_path / "drop")).set_index("arm")
+    for arm in ("pretrained", "random"):
+        assert drop.loc[arm, "val_loss"] != plain.loc[arm, "val_loss"], arm
+    assert drop.loc["frozen", "val_loss"] == plain.loc["frozen", "val_loss"]
+
+
+def _run(settings: dict, out: Path) -> Path:
+    run_pipeline(from_dict(settings), out, device="cpu", progress=False)
+    return out / "results.csv"
