@@ -18,7 +18,6 @@ import platform
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ from stacked_ae import (  # noqa: E402
     greedy_pretrain,
     load_dataset,
 )
-from stacked_ae.train import resolve_device  # noqa: E402
+from stacked_ae.train import autocast, resolve_device  # noqa: E402
 
 N_IN, SIZES, N_CLASSES, NOISE = 784, [1000, 1000, 1000], 10, 0.25
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -161,8 +160,16 @@ def make_workloads(X, y, args, device):
     """name -> (samples per call, FLOPs per sample, {impl: (setup, run)}); setup is untimed."""
     E, B, n = args.epochs, args.batch_size, len(X)
     Xd, yd = X.to(device), y.to(device)              # the library keeps data on the device
-    pre = PretrainConfig(epochs=E, batch_size=B, corruption="mask", noise=NOISE)
-    train = TrainConfig(epochs=E, batch_size=B)
+    P = args.precision                               # the library's own setting: autocast per training step
+    pre = PretrainConfig(epochs=E, batch_size=B, corruption="mask", noise=NOISE, precision=P)
+    train = TrainConfig(epochs=E, batch_size=B, precision=P)
+
+    def tutorial(run):      # the tutorial loop, with autocast around it when it runs in bf16
+        def wrapped(m, r):
+            with autocast(device, args.baseline_precision):
+                return run(m, r)
+        return wrapped
+
     dae, stack, clf = [N_IN, SIZES[0], N_IN], [N_IN, *SIZES], [N_IN, *SIZES, N_CLASSES]
     greedy = sum(train_flops([i, o, i]) for i, o in layer_pairs(stack)) // len(SIZES)
     return {
@@ -170,22 +177,27 @@ def make_workloads(X, y, args, device):
             "library": (lambda r: AutoencoderLayer(N_IN, SIZES[0], corruption="mask", noise=NOISE, seed=r).to(device),
                         lambda m, r: fit_autoencoder(m, Xd, train, seed=r)),
             "baseline": (lambda r: TutorialDAE(N_IN, SIZES[0]).to(device),
-                         lambda m, r: baseline_fit_dae(m, X, [], E, B, device))}),
+                         tutorial(lambda m, r: baseline_fit_dae(m, X, [], E, B, device)))}),
         f"greedy {'-'.join(map(str, stack))}": (n * E * len(SIZES), greedy, {
             "library": (lambda r: None, lambda m, r: greedy_pretrain(Xd, SIZES, pre, seed=r, device=device,
                                                                      progress=False)),
-            "baseline": (lambda r: None, lambda m, r: baseline_greedy(X, SIZES, E, B, device))}),
+            "baseline": (lambda r: None, tutorial(lambda m, r: baseline_greedy(X, SIZES, E, B, device)))}),
         f"finetune {'-'.join(map(str, clf))}": (n * E, train_flops(clf), {
             "library": (lambda r: StackedEncoder.random(N_IN, SIZES, seed=r).to(device).classifier(N_CLASSES, seed=r),
                         lambda m, r: fit_classifier(m, Xd, yd, train, seed=r)),
             "baseline": (lambda r: tutorial_mlp(clf).to(device),
-                         lambda m, r: baseline_finetune(m, X, y, E, B, device))}),
+                         tutorial(lambda m, r: baseline_finetune(m, X, y, E, B, device)))}),
         f"encode {'-'.join(map(str, stack))}": (n, encode_flops(stack), {
             "library": (lambda r: StackedEncoder.random(N_IN, SIZES, seed=r).to(device),
-                        lambda m, r: m.encode(Xd)),
+                        lambda m, r: _in(autocast(device, P), m.encode, Xd)),
             "baseline": (lambda r: tutorial_mlp(stack, logits=False).to(device),
-                         lambda m, r: baseline_encode(m, X, B, device))}),
+                         tutorial(lambda m, r: baseline_encode(m, X, B, device)))}),
     }
+
+
+def _in(context, fn, *args):
+    with context:
+        return fn(*args)
 
 
 # How autograd lays out each GEMM of a linear layer: operand shapes for (m, k, n), and the call.
@@ -210,11 +222,6 @@ def time_matmuls(shapes, iters, device, dtype):
         sync(device)
         seconds[name] = (time.perf_counter() - start) / iters
     return seconds
-
-
-def precision_context(precision: str):
-    """bf16 autocast around a whole workload (CUDA only), or nothing."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def sync(device):
@@ -244,8 +251,7 @@ def run_rounds(workloads, shapes, args, device):
                 model = setup(r)
                 sync(device)
                 start = time.perf_counter()
-                with precision_context(args.precision):
-                    run(model, r)
+                run(model, r)
                 sync(device)
                 times[(w, impl)].append(time.perf_counter() - start)
         print(f"  round {r + 1}/{args.warmup + args.repeats}{' (warm-up)' if r < args.warmup else ''} done",
@@ -349,7 +355,12 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--matmul-iters", type=int, default=20, help="GEMMs timed per shape per round")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, CUDA only")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the library's training precision and the matmul reference's dtype (bf16: autocast; pays "
+                        "on GPUs and on CPUs with AMX)")
+    p.add_argument("--baseline-precision", choices=("fp32", "bf16"), default=None,
+                   help="the tutorial loop's precision (default: --precision); fp32 with --precision bf16 compares "
+                        "against the usual fp32 loop")
     p.add_argument("--data", choices=("mnist", "random"), default=None, help="default: mnist (random with --quick)")
     p.add_argument("--data-root", default=os.environ.get("STACKED_AE_DATA", str(DEFAULT_ROOT)))
     p.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
@@ -357,8 +368,7 @@ def parse_args(argv=None):
     if args.quick:
         args.repeats, args.warmup, args.n_train, args.epochs, args.matmul_iters = 1, 0, 256, 1, 1
     args.data = args.data or ("random" if args.quick else "mnist")
-    if args.precision == "bf16" and not args.device.startswith("cuda"):
-        p.error("--precision bf16 is for CUDA only (CPU stays fp32)")
+    args.baseline_precision = args.baseline_precision or args.precision
     return args
 
 
@@ -375,7 +385,8 @@ def main(argv=None) -> int:
     info = machine(device)
     print(f"machine: {info}")
     print(f"data: {source}, n={len(X)}, batch {args.batch_size}, {args.epochs} epoch(s), "
-          f"{args.repeats} repeat(s) (+{args.warmup} warm-up), precision {args.precision}", flush=True)
+          f"{args.repeats} repeat(s) (+{args.warmup} warm-up), precision {args.precision} "
+          f"(baseline {args.baseline_precision})", flush=True)
     shapes = matmul_shapes(args.batch_size)
     workloads = make_workloads(X, y, args, device)
     matmul, times, reference = run_rounds(workloads, shapes, args, device)

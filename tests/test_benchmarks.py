@@ -24,3 +24,16 @@ def test_quick_benchmark_prints_every_row(tmp_path):
                 f"no {impl!r} row for {row!r} in:\n{proc.stdout}"
     assert "greedy pretraining:" in proc.stdout, proc.stdout
     assert out.is_file() and '"matmul_gflops"' in out.read_text()
+
+
+def test_quick_benchmark_in_bf16_against_an_fp32_baseline(tmp_path):
+    """--precision bf16 --baseline-precision fp32 runs on CPU and records both settings."""
+    import json
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--threads", "1", "--precision", "bf16",
+                           "--baseline-precision", "fp32", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "precision bf16 (baseline fp32)" in proc.stdout
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["precision"], settings["baseline_precision"]) == ("bf16", "fp32")
