@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, arm_fingerprint, pretrain_stage, train_arm
-from .config import ConfigError, PipelineConfig
+from .config import ConfigError, PipelineConfig, from_dict
 from .data import Dataset, labeled_subset, load_dataset
 from .rundir import RunDir, atomic_write, budget_label, subset_hash, write_json, write_tables
 from .train import TrainingDiverged, resolve_device
@@ -87,7 +87,7 @@ def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
             previous = json.loads(config_path.read_text())
         except ValueError:
             previous = {}
-        changed = sorted(_changed_keys(previous if isinstance(previous, dict) else {}, cfg.to_dict()))
+        changed = sorted(_changed_keys(_read_as_today(previous), cfg.to_dict()))
         if changed:
             log.warning("%s: the config changed since the last run (%s); stages that depend on it are "
                         "recomputed, the others are reused", run.root, ", ".join(changed))
@@ -100,6 +100,16 @@ def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
                 path.unlink()
     run.root.mkdir(parents=True, exist_ok=True)
     write_json(config_path, cfg.to_dict())
+
+
+def _read_as_today(previous) -> dict:
+    """An earlier run's config.json read by today's code: settings added since then at their defaults."""
+    if not isinstance(previous, dict):
+        return {}
+    try:
+        return from_dict(previous).to_dict()
+    except ConfigError:
+        return previous
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> set[str]:

@@ -264,3 +264,20 @@ def test_finetune_dropout_reaches_the_fine_tuned_arms_only(tmp_path):
 def _run(settings: dict, out: Path) -> Path:
     run_pipeline(from_dict(settings), out, device="cpu", progress=False)
     return out / "results.csv"
+
+
+def test_a_run_folder_from_before_new_settings_is_resumed_silently(tmp_path, caplog):
+    """A config.json written before `precision` and `dropout` existed is read with their defaults: a rerun
+    of the same pipeline reports no change and trains nothing."""
+    small = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]}, arms=["pretrained"])
+    out = tmp_path / "old"
+    run_pipeline(from_dict(small), out, device="cpu", progress=False)
+    config = json.loads((out / "config.json").read_text())
+    del config["pretrain"]["precision"]
+    for key in ("precision", "dropout", "input_dropout"):
+        del config["finetune"][key]
+    (out / "config.json").write_text(json.dumps(config))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()}
+    run_pipeline(from_dict(small), out, device="cpu", progress=False)
+    assert "config changed" not in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == before
