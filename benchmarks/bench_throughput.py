@@ -4,6 +4,7 @@
     python benchmarks/bench_throughput.py --threads 1           # the setting for a shared machine
     python benchmarks/bench_throughput.py --quick               # seconds-long smoke version
     python benchmarks/bench_throughput.py --device cuda --repeats 5 --json out.json
+    python benchmarks/bench_throughput.py --threads 1 --precision bf16 --baseline-precision fp32   # AMX CPUs
 
 Each repeat is one round over all workloads; in a round every workload times the matmuls, then the
 library and the baseline back to back, so a busy machine slows both sides of each ratio alike.
@@ -189,13 +190,14 @@ def make_workloads(X, y, args, device):
                          tutorial(lambda m, r: baseline_finetune(m, X, y, E, B, device)))}),
         f"encode {'-'.join(map(str, stack))}": (n, encode_flops(stack), {
             "library": (lambda r: StackedEncoder.random(N_IN, SIZES, seed=r).to(device),
-                        lambda m, r: _in(autocast(device, P), m.encode, Xd)),
+                        lambda m, r: _under(autocast(device, P), m.encode, Xd)),
             "baseline": (lambda r: tutorial_mlp(stack, logits=False).to(device),
                          tutorial(lambda m, r: baseline_encode(m, X, B, device)))}),
     }
 
 
-def _in(context, fn, *args):
+def _under(context, fn, *args):
+    """fn(*args) inside `context` (a lambda cannot hold a with-statement)."""
     with context:
         return fn(*args)
 
