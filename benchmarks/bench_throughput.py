@@ -165,11 +165,14 @@ def make_workloads(X, y, args, device):
     pre = PretrainConfig(epochs=E, batch_size=B, corruption="mask", noise=NOISE, precision=P)
     train = TrainConfig(epochs=E, batch_size=B, precision=P)
 
-    def tutorial(run):      # the tutorial loop, with autocast around it when it runs in bf16
+    def under(precision, run):      # `run` inside autocast when `precision` is bf16 (nothing for fp32)
         def wrapped(m, r):
-            with autocast(device, args.baseline_precision):
+            with autocast(device, precision):
                 return run(m, r)
         return wrapped
+
+    def tutorial(run):              # the tutorial loop, in the baseline's precision
+        return under(args.baseline_precision, run)
 
     dae, stack, clf = [N_IN, SIZES[0], N_IN], [N_IN, *SIZES], [N_IN, *SIZES, N_CLASSES]
     greedy = sum(train_flops([i, o, i]) for i, o in layer_pairs(stack)) // len(SIZES)
@@ -190,16 +193,10 @@ def make_workloads(X, y, args, device):
                          tutorial(lambda m, r: baseline_finetune(m, X, y, E, B, device)))}),
         f"encode {'-'.join(map(str, stack))}": (n, encode_flops(stack), {
             "library": (lambda r: StackedEncoder.random(N_IN, SIZES, seed=r).to(device),
-                        lambda m, r: _under(autocast(device, P), m.encode, Xd)),
+                        under(P, lambda m, r: m.encode(Xd))),
             "baseline": (lambda r: tutorial_mlp(stack, logits=False).to(device),
                          tutorial(lambda m, r: baseline_encode(m, X, B, device)))}),
     }
-
-
-def _under(context, fn, *args):
-    """fn(*args) inside `context` (a lambda cannot hold a with-statement)."""
-    with context:
-        return fn(*args)
 
 
 # How autograd lays out each GEMM of a linear layer: operand shapes for (m, k, n), and the call.

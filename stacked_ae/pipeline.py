@@ -179,14 +179,15 @@ def _now() -> str:
 def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device) -> None:
     from . import __version__
     previous = _read_manifest(run)
+    command, commit = _command(), _git_commit()
     manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,
                 "python_version": platform.python_version(), "platform": platform.platform(),
-                "git_commit": _git_commit(), "git_dirty": _git_dirty(), "device": str(device),
+                "git_commit": commit, "git_dirty": _git_dirty(), "device": str(device),
                 "torch_threads": torch.get_num_threads(), "started": previous.get("started", _now()), "finished": None,
-                "command": _command(),
+                "command": command,
                 # every invocation that worked on this folder; a resumed run's stages come from several
                 "invocations": [*previous.get("invocations", []),
-                                {"command": _command(), "started": _now(), "git_commit": _git_commit()}],
+                                {"command": command, "started": _now(), "git_commit": commit}],
                 "dataset": {"name": data.name, "n_train": len(data.X_train), "n_val": len(data.X_val),
                             "n_test": len(data.X_test), "n_features": data.n_features,
                             "image_shape": list(data.image_shape or []), "classes": list(data.classes)}}
