@@ -150,8 +150,10 @@ class PipelineConfig:
     reference: dict = field(default_factory=dict)  # published figures and their source, for the report
 
     def __post_init__(self):
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"name must be a plain, non-empty folder name, got {self.name!r}")
+        if (not self.name or not self.name.isprintable() or self.name.startswith(".")
+                or any(sep in self.name for sep in "/\\")):
+            raise ConfigError(f"name must be a plain, non-empty folder name (printable, no slashes, not starting "
+                              f"with '.'), got {self.name!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds must be a non-empty list of distinct integers >= 0, got {list(self.seeds)}")
         if self.task not in TASKS:
@@ -192,10 +194,23 @@ class PipelineConfig:
 def _check_reference(reference: dict, key: str = "reference") -> None:
     """Published figures are data: strings, numbers, and tables of them."""
     for k, v in reference.items():
+        if not isinstance(k, str) or not _is_text(k):
+            raise ConfigError(f"{key} keys must be strings, got {k!r}")
+        if isinstance(v, str) and not _is_text(v):
+            raise ConfigError(f"{key}.{k} must be valid Unicode text, got {v!r}")
         if isinstance(v, dict):
             _check_reference(v, f"{key}.{k}")
         elif not isinstance(v, (str, int, float)) or isinstance(v, bool):
             raise ConfigError(f"{key}.{k} must be a string, a number or a table, got {v!r}")
+
+
+def _is_text(s: str) -> bool:
+    """False for strings that no file can hold (lone surrogates, which only arrive from Python, never from TOML)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _plain(value):
@@ -389,7 +404,24 @@ def _toml_table(name: str, values: dict) -> list[str]:
 
 
 def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+    bare = key and all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in key)
+    return key if bare else _toml_string(key)
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(s: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped, everything else as is.
+
+    (json.dumps is not TOML: it writes characters beyond U+FFFF as surrogate-pair escapes, which TOML rejects,
+    and leaves U+007F raw, which TOML forbids.)
+    """
+    def esc(ch):
+        if ch in _TOML_ESCAPES:
+            return _TOML_ESCAPES[ch]
+        return f"\\u{ord(ch):04x}" if ch < " " or ch == "\x7f" else ch
+    return '"' + "".join(map(esc, s)) + '"'
 
 
 def _toml_value(v) -> str:
@@ -400,7 +432,7 @@ def _toml_value(v) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)
+        return _toml_string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} as TOML")

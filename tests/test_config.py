@@ -39,6 +39,30 @@ def test_dict_round_trip_keeps_none_and_lists():
     assert from_dict(tomllib.loads(dumps_toml(cfg))) == cfg
 
 
+@pytest.mark.parametrize("text", ["\U00010000 astral", "del \x7f", "tab\tquote\" back\\slash", "bell \x07 nl \n",
+                                  "caf\u00e9 \u2603"])
+def test_toml_round_trip_keeps_any_text(text):
+    """Strings TOML must escape (control characters, U+007F, quotes) or may keep raw (beyond U+FFFF) come back equal,
+    in the name, in reference values and in reference keys."""
+    cfg = from_dict({"name": "run \U00010000 caf\u00e9", "reference": {"source": text, "test_error": {text: 0.5}}})
+    written = dumps_toml(cfg)
+    assert from_dict(tomllib.loads(written)) == cfg
+    written.encode("utf-8")   # the file can be saved
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\b", ".hidden", "", "tab\there", "lone \ud800"])
+def test_name_must_be_a_plain_folder_name(name):
+    with pytest.raises(ConfigError, match="name must be a plain"):
+        from_dict({"name": name})
+
+
+def test_reference_text_must_be_storable():
+    with pytest.raises(ConfigError, match="reference.source must be valid Unicode"):
+        from_dict({"reference": {"source": "lone \udc00"}})
+    with pytest.raises(ConfigError, match="reference keys must be strings"):
+        from_dict({"reference": {1: 0.5}})
+
+
 @pytest.mark.parametrize("text, key", [
     ("bogus = 1", "'bogus'"),
     ("[data]\nbogus = 1", "'data.bogus'"),

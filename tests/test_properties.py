@@ -28,8 +28,8 @@ from stacked_ae.config import (
 )
 from stacked_ae.data import DataFormatError, DataNotFoundError, load_dataset, read_idx, read_table
 
-# Modest example counts and no deadline: the whole file runs in a few seconds on a shared CPU.
-FUZZ = settings(max_examples=150, deadline=None, database=None,
+# Example counts and randomness come from the profiles in conftest.py.
+FUZZ = settings(deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 DATA_ERRORS = (DataFormatError, DataNotFoundError, ValueError)
 
