@@ -8,7 +8,6 @@ scikit-learn arms (`logreg`, `pca-logreg`, `pca`) are the classical baselines.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -145,10 +144,8 @@ def _architecture(widths: list[int], activations: list[str]) -> str:
 
 def fresh_stack(ctx: RunContext, seed: int) -> StackedEncoder:
     """The same architecture from random initialisation: the weights pretraining starts from."""
-    pcfg = ctx.cfg.pretrain_config()
-    settings = {f.name: getattr(pcfg, f.name) for f in dataclasses.fields(pcfg)}
     return StackedEncoder.random(ctx.data.n_features, list(ctx.cfg.model.sizes), seed=seed,
-                                 **settings).to(ctx.device)
+                                 config=ctx.cfg.pretrain_config()).to(ctx.device)
 
 
 def starting_stack(ctx: RunContext, seed: int, arm: str) -> StackedEncoder:

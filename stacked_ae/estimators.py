@@ -458,6 +458,5 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         cfg = self._pretrain_config()
         if self.init == "pretrained":
             return self._pretrain(X, cfg, seed, X_val)
-        settings = {f.name: getattr(self, f.name) for f in fields(PretrainConfig)}
-        encoder = StackedEncoder.random(X.shape[1], _check_sizes(self.sizes), seed=seed, **settings)
+        encoder = StackedEncoder.random(X.shape[1], _check_sizes(self.sizes), seed=seed, config=cfg)
         return encoder.to(resolve_device(self.device)), []

@@ -39,10 +39,14 @@ class StackedEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     @classmethod
-    def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, **settings) -> StackedEncoder:
-        """Fresh layers through the same constructor; `settings` as in greedy_pretrain (per-layer lists ok)."""
+    def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, config=None, **settings) -> StackedEncoder:
+        """Fresh layers through the same constructor as greedy_pretrain: the weights it would start from.
+
+        Layer settings come as a PretrainConfig (`config`) or as its fields (`settings`, per-layer lists ok)."""
         from .pretrain import PretrainConfig
-        cfg = PretrainConfig(**settings)
+        if config is not None and settings:
+            raise TypeError(f"give config or settings, not both (got settings {sorted(settings)})")
+        cfg = config if config is not None else PretrainConfig(**settings)
         cfg.check_layers(len(sizes))   # per-layer lists must match, as in greedy_pretrain
         widths = [n_in, *sizes]
         return cls([cfg.make_layer(k, widths[k], widths[k + 1], len(sizes), seed)

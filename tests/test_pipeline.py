@@ -106,7 +106,12 @@ def test_random_arm_starts_from_the_weights_pretraining_started_from(tiny_run):
     from stacked_ae import PretrainConfig, StackedEncoder
     from stacked_ae.pretrain import layer_seed
     cfg = PretrainConfig(epochs=2, batch_size=64, noise=0.2)
-    fresh = StackedEncoder.random(64, [24, 12], seed=1, **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
+    fresh = StackedEncoder.random(64, [24, 12], seed=1, config=cfg)
+    assert torch.equal(fresh.layers[0].encoder.linear.weight,
+                       StackedEncoder.random(64, [24, 12], seed=1, epochs=2, batch_size=64, noise=0.2)
+                       .layers[0].encoder.linear.weight)
+    with pytest.raises(TypeError, match="config or settings"):
+        StackedEncoder.random(64, [24, 12], config=cfg, noise=0.3)
     layer0 = cfg.make_layer(0, 64, 24, 2, seed=1, inputs_in_unit_interval=True)
     assert torch.equal(fresh.layers[0].encoder.linear.weight, layer0.encoder.linear.weight)
     assert layer_seed(1, 0) != layer_seed(0, 0)
