@@ -145,11 +145,13 @@ def _to_device(data: Dataset, device: torch.device) -> Dataset:
     return dataclasses.replace(data, **tensors)
 
 
-def _git(*args: str) -> str | None:
-    """Output of a git command run in the package's checkout, or None outside a git checkout."""
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str | None:
+    """Output of a git command run in `cwd` (default: the package's checkout), or None outside a git checkout."""
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -159,9 +161,12 @@ def _git_commit() -> str | None:
     return _git("rev-parse", "HEAD") or None
 
 
-def _git_dirty() -> bool | None:
-    """Whether tracked files differ from the commit (the code that ran is then not exactly the commit's)."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+def _git_dirty(package_dir: Path = PACKAGE_DIR) -> bool | None:
+    """Whether the package's tracked source differs from the commit: the code that ran is then not the commit's.
+
+    Only the package's own folder counts. Run folders kept in the repository (reports/) and edited pipeline
+    files do not: a run writes the former itself, and config.json records the latter in full."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", cwd=package_dir)
     return None if status is None else bool(status)
 
 
@@ -179,15 +184,16 @@ def _now() -> str:
 def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device) -> None:
     from . import __version__
     previous = _read_manifest(run)
-    command, commit = _command(), _git_commit()
+    command, commit, dirty = _command(), _git_commit(), _git_dirty()
     manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,
                 "python_version": platform.python_version(), "platform": platform.platform(),
-                "git_commit": commit, "git_dirty": _git_dirty(), "device": str(device),
+                "git_commit": commit, "git_dirty": dirty, "device": str(device),
                 "torch_threads": torch.get_num_threads(), "started": previous.get("started", _now()), "finished": None,
                 "command": command,
                 # every invocation that worked on this folder; a resumed run's stages come from several
                 "invocations": [*previous.get("invocations", []),
-                                {"command": command, "started": _now(), "git_commit": commit}],
+                                {"command": command, "started": _now(), "git_commit": commit,
+                                 "git_dirty": dirty}],
                 "dataset": {"name": data.name, "n_train": len(data.X_train), "n_val": len(data.X_val),
                             "n_test": len(data.X_test), "n_features": data.n_features,
                             "image_shape": list(data.image_shape or []), "classes": list(data.classes)}}

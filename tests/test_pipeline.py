@@ -139,8 +139,30 @@ def test_manifest_records_every_invocation(tiny_run, tmp_path):
     assert len(first["invocations"]) == 1 and len(second["invocations"]) == 2
     assert second["started"] == first["started"] == first["invocations"][0]["started"]
     assert second["invocations"][0] == first["invocations"][0]
-    assert all(set(i) == {"command", "started", "git_commit"} for i in second["invocations"])
-    assert second["git_dirty"] in (True, False, None) and "/" not in second["command"].split()[0]
+    assert all(set(i) == {"command", "started", "git_commit", "git_dirty"} for i in second["invocations"])
+    assert second["git_dirty"] == second["invocations"][-1]["git_dirty"]
+    assert "/" not in second["command"].split()[0]
+
+
+def test_git_dirty_looks_at_the_package_source_only(tmp_path):
+    """Edited source makes a run 'dirty'; a run folder or pipeline file changed in the same checkout does not."""
+    import subprocess
+
+    from stacked_ae.pipeline import _git_dirty
+    assert _git_dirty(tmp_path) is None                      # not a git checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "results.csv").write_text("a\n1\n")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "c"]):
+        subprocess.run([*git, *args], check=True)
+    assert _git_dirty(tmp_path / "pkg") is False
+    (tmp_path / "reports" / "results.csv").write_text("a\n2\n")
+    (tmp_path / "pkg" / "new_untracked.py").write_text("")
+    assert _git_dirty(tmp_path / "pkg") is False
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert _git_dirty(tmp_path / "pkg") is True
 
 
 def test_same_seed_gives_identical_results(tiny_run, tmp_path):
