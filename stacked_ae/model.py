@@ -10,12 +10,16 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .data import check_X
 from .layers import AutoencoderLayer, init_linear, loss_from_logits
+
+if TYPE_CHECKING:
+    from .pretrain import PretrainConfig
 
 FORMAT = "stacked-ae/encoder"
 FORMAT_VERSION = 1
@@ -39,7 +43,8 @@ class StackedEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     @classmethod
-    def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, config=None, **settings) -> StackedEncoder:
+    def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, config: PretrainConfig | None = None,
+               **settings) -> StackedEncoder:
         """Fresh layers through the same constructor as greedy_pretrain: the weights it would start from.
 
         Layer settings come as a PretrainConfig (`config`) or as its fields (`settings`, per-layer lists ok)."""
