@@ -120,16 +120,13 @@ class FinetuneSection:
     def __post_init__(self):
         if not self.lr:
             raise ConfigError("finetune.lr must list at least one learning rate")
-        for key in ("dropout", "input_dropout"):
-            try:
-                check_dropout(key, getattr(self, key))
-            except ValueError as err:
-                raise ConfigError(f"finetune.{err}") from None
-        for lr in self.lr:
-            try:
+        try:   # the library's checks, their messages prefixed with the section
+            check_dropout("dropout", self.dropout)
+            check_dropout("input_dropout", self.input_dropout)
+            for lr in self.lr:
                 self.train_config(lr)
-            except ValueError as err:
-                raise ConfigError(f"finetune.{err}") from None
+        except ValueError as err:
+            raise ConfigError(f"finetune.{err}") from None
 
     def train_config(self, lr: float) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=lr, batch_size=self.batch_size, optimizer=self.optimizer,
