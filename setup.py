@@ -4,7 +4,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-version = re.search(r'__version__ = "([^"]+)"', Path("stacked_ae/__init__.py").read_text()).group(1)
+version = re.search(r'__version__ = "([^"]+)"', Path("stacked_ae/core/version.py").read_text()).group(1)
 
 setup(
     name="stacked-ae",

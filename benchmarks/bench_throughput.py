@@ -38,7 +38,7 @@ from stacked_ae import (  # noqa: E402
     greedy_pretrain,
     load_dataset,
 )
-from stacked_ae.train import autocast, resolve_device  # noqa: E402
+from stacked_ae.core.train import autocast, resolve_device  # noqa: E402
 
 N_IN, SIZES, N_CLASSES, NOISE = 784, [1000, 1000, 1000], 10, 0.25
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

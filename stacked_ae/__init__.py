@@ -2,13 +2,12 @@
 
     from stacked_ae import load_dataset, greedy_pretrain, PretrainConfig, fit_classifier, TrainConfig
 """
-__version__ = "0.1.0"
-
-from .data import DataFormatError, DataNotFoundError, Dataset, load_dataset  # noqa: E402
-from .layers import AutoencoderLayer  # noqa: E402
-from .model import CheckpointError, Classifier, DeepAutoencoder, StackedEncoder  # noqa: E402
-from .pretrain import PretrainConfig, greedy_pretrain  # noqa: E402
-from .train import (  # noqa: E402
+from .core.data import DataFormatError, DataNotFoundError, Dataset, load_dataset
+from .core.layers import AutoencoderLayer
+from .core.model import CheckpointError, Classifier, DeepAutoencoder, StackedEncoder
+from .core.pretrain import greedy_pretrain
+from .core.pretrain_config import PretrainConfig
+from .core.train import (
     TrainConfig,
     TrainingDiverged,
     evaluate_classifier,
@@ -16,6 +15,7 @@ from .train import (  # noqa: E402
     fit_autoencoder,
     fit_classifier,
 )
+from .core.version import __version__
 
 __all__ = [
     "AutoencoderLayer", "CheckpointError", "Classifier", "DataFormatError", "DataNotFoundError", "Dataset",

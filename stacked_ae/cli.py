@@ -65,8 +65,8 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from .config import load_config
-    from .pipeline import run_pipeline
+    from .pipeline.config import load_config
+    from .pipeline.runner import run_pipeline
     overrides = list(args.overrides)
     if args.precision:
         overrides += [f"pretrain.precision={args.precision}", f"finetune.precision={args.precision}"]
@@ -95,7 +95,7 @@ def _threads(value: str) -> int | str:
 
 
 def _render(run_dir: Path):
-    from .report import render_report
+    from .report.render import render_report
     return render_report(run_dir)
 
 
@@ -119,7 +119,7 @@ def summarize(cfg, results, out: Path, report_path) -> str:
 
 
 def cmd_validate(args) -> int:
-    from .config import load_config
+    from .pipeline.config import load_config
     cfg = load_config(args.file, args.overrides)
     print(f"{args.file}: ok ({cfg.task}, {len(cfg.seeds)} seeds, budgets {list(cfg.data.budgets)}, "
           f"arms {list(cfg.arms)}, sizes {list(cfg.model.sizes)})")
@@ -127,7 +127,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import render_report
+    from .report.render import render_report
     dirs = [Path(d) for d in args.run_dirs]
     for d in dirs:
         if not (d / "results.csv").is_file():
@@ -138,7 +138,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import DATA_ENV, FOLDERS, KNOWN_DATASETS, USER_SUFFIXES, find_idx_files
+    from .core.data import DATA_ENV, FOLDERS, KNOWN_DATASETS, USER_SUFFIXES, find_idx_files
     root = args.data_root or os.environ.get(DATA_ENV)
     for name in KNOWN_DATASETS:
         if name == "digits":

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import check_X, read_table
-from .model import DeepAutoencoder, StackedEncoder
-from .train import EVAL_BATCH
+from .core.data import check_X, read_table
+from .core.model import DeepAutoencoder, StackedEncoder
+from .core.train import EVAL_BATCH
 
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 

@@ -18,10 +18,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .core.model import StackedEncoder, check_dropout
+from .core.pretrain import greedy_pretrain
+from .core.pretrain_config import TRAIN_FIELDS, PretrainConfig, check_sizes
+from .core.train import TrainConfig, fit_autoencoder, fit_classifier, predict_logits, resolve_device
 from .encode import check_output, decode_codes, encode_layers
-from .model import StackedEncoder, check_dropout
-from .pretrain import TRAIN_FIELDS, PretrainConfig, _check_sizes, greedy_pretrain
-from .train import TrainConfig, fit_autoencoder, fit_classifier, predict_logits, resolve_device
 
 INITS = ("pretrained", "random")
 
@@ -213,7 +214,7 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
             Ignored.
         """
         X = _to_tensor(validate_data(self, X, dtype=np.float32))
-        check_output(self.output, len(_check_sizes(self.sizes)))
+        check_output(self.output, len(check_sizes(self.sizes)))
         pretrain_cfg = self._pretrain_config()
         finetune_cfg = self._finetune_config() if self.finetune_epochs != 0 else None
         seed = _seed(self.random_state)
@@ -458,5 +459,5 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         cfg = self._pretrain_config()
         if self.init == "pretrained":
             return self._pretrain(X, cfg, seed, X_val)
-        encoder = StackedEncoder.random(X.shape[1], _check_sizes(self.sizes), seed=seed, config=cfg)
+        encoder = StackedEncoder.random(X.shape[1], check_sizes(self.sizes), seed=seed, config=cfg)
         return encoder.to(resolve_device(self.device)), []

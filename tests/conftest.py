@@ -15,7 +15,7 @@ import torch
 from hypothesis import settings
 
 import stacked_ae
-from stacked_ae.data import DATA_ENV, DataNotFoundError, find_idx_files
+from stacked_ae.core.data import DATA_ENV, DataNotFoundError, find_idx_files
 
 # Property tests (test_properties.py) draw the same 150 examples per test on every run: the suite gives the same
 # verdict on every machine, and an input it has not drawn before cannot turn an unrelated change red.

@@ -22,9 +22,9 @@ import torch
 import stacked_ae
 from stacked_ae import CheckpointError, DataFormatError, DataNotFoundError, StackedEncoder, load_dataset
 from stacked_ae.cli import main
-from stacked_ae.config import ConfigError, from_dict, load_config
-from stacked_ae.data import DATA_ENV, IDX_FILES, check_labels, read_table
-from stacked_ae.pipeline import run_pipeline
+from stacked_ae.core.data import DATA_ENV, IDX_FILES, check_labels, read_table
+from stacked_ae.pipeline.config import ConfigError, from_dict, load_config
+from stacked_ae.pipeline.runner import run_pipeline
 
 PACKAGE = Path(stacked_ae.__file__).resolve().parent
 
@@ -376,7 +376,8 @@ def test_package_never_executes_or_unpickles_input():
             if (owner, name) == ("np", "load") and not _is_false(kwargs.get("allow_pickle")):
                 problems.append(f"{where} without allow_pickle=False")
     assert not problems, problems
-    assert re.search(r"torch\.load\(.*weights_only=True", (PACKAGE / "model.py").read_text()), "the guard is stale"
+    model_source = (PACKAGE / "core" / "model.py").read_text()
+    assert re.search(r"torch\.load\(.*weights_only=True", model_source), "the guard is stale"
 
 
 def _is_true(node) -> bool:
@@ -557,7 +558,7 @@ def test_resuming_with_a_bad_cached_encoder_is_refused(finished_run, tmp_path, c
 
 def test_csv_values_beyond_float32_are_a_clear_error(tmp_path):
     """A CSV feature too large for float32 is refused by name instead of turning into inf."""
-    from stacked_ae.data import DataFormatError, read_table
+    from stacked_ae.core.data import DataFormatError, read_table
     path = tmp_path / "big.csv"
     path.write_text("a,b,label\n1e39,0.5,0\n0.1,0.2,1\n")
     with pytest.raises(DataFormatError, match=r"big\.csv: 1 feature values exceed the float32 range"):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from stacked_ae.data import DataNotFoundError
+from stacked_ae.core.data import DataNotFoundError
+from stacked_ae.core.model import StackedEncoder
 from stacked_ae.encode import decode_codes, encode_file, encode_layers
 from stacked_ae.estimators import StackedAutoencoderTransformer
-from stacked_ae.model import StackedEncoder
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stacked_ae.config import (
+from stacked_ae.core.data import DataFormatError, DataNotFoundError, load_dataset, read_idx, read_table
+from stacked_ae.pipeline.config import (
     SECTIONS,
     ConfigError,
     PipelineConfig,
@@ -26,7 +27,6 @@ from stacked_ae.config import (
     load_config,
     parse_toml,
 )
-from stacked_ae.data import DataFormatError, DataNotFoundError, load_dataset, read_idx, read_table
 
 # Example counts and randomness come from the profiles in conftest.py.
 FUZZ = settings(deadline=None, database=None,

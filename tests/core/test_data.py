@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stacked_ae import DataFormatError, DataNotFoundError, load_dataset
-from stacked_ae.data import DATA_ENV, IDX_FILES, labeled_subset
+from stacked_ae.core.data import DATA_ENV, IDX_FILES, labeled_subset
 
 # ---------------------------------------------------------------- digits
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stacked_ae.config import from_dict
-from stacked_ae.pipeline import RunDirError, run_pipeline
+from stacked_ae.pipeline.config import from_dict
+from stacked_ae.pipeline.runner import RunDirError, run_pipeline
 
 TINY = {
     "name": "tiny",
@@ -104,7 +104,7 @@ def test_random_arm_starts_from_the_weights_pretraining_started_from(tiny_run):
     import torch
 
     from stacked_ae import PretrainConfig, StackedEncoder
-    from stacked_ae.pretrain import layer_seed
+    from stacked_ae.core.pretrain_config import layer_seed
     cfg = PretrainConfig(epochs=2, batch_size=64, noise=0.2)
     fresh = StackedEncoder.random(64, [24, 12], seed=1, config=cfg)
     assert torch.equal(fresh.layers[0].encoder.linear.weight,
@@ -148,7 +148,7 @@ def test_git_dirty_looks_at_the_package_source_only(tmp_path):
     """Edited source makes a run 'dirty'; a run folder or pipeline file changed in the same checkout does not."""
     import subprocess
 
-    from stacked_ae.pipeline import _git_dirty
+    from stacked_ae.pipeline.runner import _git_dirty
     assert _git_dirty(tmp_path) is None                      # not a git checkout
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
     (tmp_path / "pkg").mkdir()
@@ -255,9 +255,9 @@ def test_shipped_reports_stay_resumable(name):
     """Every stage of the shipped run folders still matches the fingerprint of the config it ran with
     (config.json, read by today's code): settings added later, at their defaults, leave finished
     stages valid. The run is of the shipped pipeline file (same data and model)."""
-    from stacked_ae.arms import arm_fingerprint, pretrain_fingerprint
-    from stacked_ae.config import load_config
-    root = Path(__file__).resolve().parent.parent
+    from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
+    from stacked_ae.pipeline.config import load_config
+    root = Path(__file__).resolve().parents[2]
     cfg = from_dict(json.loads((root / "reports" / name / "config.json").read_text()))
     shipped = load_config(root / "pipelines" / f"{name}.toml")
     assert (cfg.data, cfg.model, cfg.name) == (shipped.data, shipped.model, shipped.name)

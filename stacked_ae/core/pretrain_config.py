@@ -1,24 +1,15 @@
-"""Greedy layer-wise pretraining (Hinton & Salakhutdinov, 2006; Bengio et al., 2007).
-
-`greedy_pretrain(X, sizes=[64, 32], cfg=PretrainConfig(noise=0.2), seed=0)` trains one
-shallow autoencoder per layer, each on the codes of the layers below it (computed once, in
-eval mode, without corruption), and returns the `StackedEncoder` and one history per layer.
+"""Settings of greedy pretraining: `PretrainConfig`, one frozen dataclass whose fields are scalars or
+per-layer lists, and the layer factory that both `greedy_pretrain` and `StackedEncoder.random` use,
+so that the random arm starts from exactly the weights pretraining started from.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-import torch
-
-from .data import check_X
 from .layers import ACTIVATIONS, CORRUPTIONS, OUTPUT_ACTIVATIONS, AutoencoderLayer
-from .model import StackedEncoder
-from .train import TrainConfig, evaluate_reconstruction, fit_autoencoder, resolve_device
-
-log = logging.getLogger(__name__)
+from .train import TrainConfig
 
 PerLayer = Any  # a scalar, or a list/tuple with one entry per layer
 
@@ -128,49 +119,7 @@ def layer_seed(seed: int, k: int) -> int:
     return int(seed) * 1000 + k
 
 
-def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfig(), *, X_val=None,
-                    seed: int = 0, device: str | torch.device = "cpu",
-                    progress: bool = True) -> tuple[StackedEncoder, list[list[dict]]]:
-    """Train one autoencoder per layer; layer k learns to reconstruct the codes of layer k-1.
-
-    Returns the stacked encoder (its layers are the trained modules, decoders included) and
-    one history per layer: per epoch, train loss and, with X_val, validation loss.
-    """
-    sizes = _check_sizes(sizes)
-    cfg.check_layers(len(sizes))
-    device = resolve_device(device)
-    codes = check_X(X, "X").to(device)
-    val_codes = None if X_val is None else check_X(X_val, "X_val", n_features=codes.shape[1]).to(device)
-    layers, histories = [], []
-    for k, (n_in, n_out) in enumerate(zip([codes.shape[1], *sizes], sizes, strict=False)):
-        in_unit = bool(codes.min() >= 0 and codes.max() <= 1) if k == 0 else None
-        layer = cfg.make_layer(k, n_in, n_out, len(sizes), seed, in_unit).to(device)
-        train_cfg = cfg.train_config(k)
-        stage = f"pretrain layer {k + 1}/{len(sizes)} ({n_in}->{n_out})"
-        history = fit_autoencoder(layer, codes, train_cfg, X_val=val_codes, seed=layer_seed(seed, k),
-                                  stage=stage, progress=progress)
-        _record_final(history, layer, codes)
-        log.info("%s: final train loss %.4f", stage, history[-1]["train_loss"])
-        layers.append(layer)
-        histories.append(history)
-        codes = _encode(layer, codes)          # frozen codes feed the next layer, computed once
-        if val_codes is not None:
-            val_codes = _encode(layer, val_codes)
-    return StackedEncoder(layers), histories
-
-
-def _record_final(history: list[dict], layer: AutoencoderLayer, codes: torch.Tensor) -> None:
-    """Add the clean (uncorrupted) reconstruction loss of the final weights to the last row."""
-    history[-1]["clean_loss"] = evaluate_reconstruction(layer, codes)["loss"]
-
-
-@torch.no_grad()
-def _encode(layer: AutoencoderLayer, X: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    layer.eval()
-    return torch.cat([layer.encode(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]).clone()
-
-
-def _check_sizes(sizes) -> list[int]:
+def check_sizes(sizes) -> list[int]:
     if isinstance(sizes, int) or not isinstance(sizes, Sequence) or not sizes:
         raise ValueError(f"sizes must be a non-empty list of layer widths, got {sizes!r}")
     for k, n in enumerate(sizes):

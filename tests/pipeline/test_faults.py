@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from stacked_ae.cli import main
-from stacked_ae.config import from_dict
-from stacked_ae.pipeline import run_pipeline
+from stacked_ae.pipeline.config import from_dict
+from stacked_ae.pipeline.runner import run_pipeline
 
 TINY_TOML = """
 name = "tiny"
@@ -100,7 +100,7 @@ def test_ctrl_c_keeps_finished_stages_and_resumes_to_the_same_results(tmp_path):
 def test_ctrl_c_during_pretraining_abandons_it_cleanly(tmp_path, monkeypatch, capsys):
     """Ctrl-C in the middle of greedy pretraining (its first layer trained): exit 130 with the resume hint, and
     neither a stage record nor an encoder file of the abandoned stage."""
-    from stacked_ae import pretrain
+    from stacked_ae.core import pretrain
     real_fit = pretrain.fit_autoencoder
     calls = []
 
@@ -124,7 +124,7 @@ def test_ctrl_c_during_pretraining_abandons_it_cleanly(tmp_path, monkeypatch, ca
 
 def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
     """Ctrl-C between writing the temp file and renaming it: readers still see the old file, whole."""
-    from stacked_ae import rundir
+    from stacked_ae.pipeline import rundir
     path = tmp_path / "stages" / "arm.json"
     rundir.write_json(path, {"version": 1})
 
@@ -146,7 +146,7 @@ def test_ctrl_c_after_force_says_to_resume_without_force(tmp_path, monkeypatch, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("stacked_ae.pipeline.run_pipeline", interrupted)
+    monkeypatch.setattr("stacked_ae.pipeline.runner.run_pipeline", interrupted)
     assert main(["run", str(pipeline), "--out", str(tmp_path / "run"), "--force", "--quiet"]) == 130
     assert "run the same command without --force again to resume" in capsys.readouterr().err
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import report_sections as sections
+from . import sections
+from .markup import Block, Bullets, Figure, Heading, Para, Table
 from .plots import plot_results
-from .report_render import Block, Bullets, Figure, Heading, Para, Table
-from .report_stats import fmt_p, verdict
 from .rundata import RunData, sorted_budgets
+from .stats import fmt_p, verdict
 
 DASH = sections.DASH
 

@@ -12,10 +12,10 @@ import json
 import os
 from pathlib import Path
 
-from . import report_sections as sections
-from .report_compare import comparison_blocks
-from .report_figures import make_figures
-from .report_render import Block, Code, Figure, Heading, Para, to_html, to_markdown
+from . import sections
+from .compare import comparison_blocks
+from .figures import make_figures
+from .markup import Block, Code, Figure, Heading, Para, to_html, to_markdown
 from .rundata import RunData, load_run
 
 

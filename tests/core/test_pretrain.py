@@ -7,7 +7,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
-import stacked_ae.pretrain as pretrain_module
+import stacked_ae.core.pretrain as pretrain_module
 from stacked_ae import PretrainConfig, evaluate_reconstruction, greedy_pretrain
 
 CFG = PretrainConfig(epochs=5, lr=1e-2, corruption="mask", noise=0.1)

@@ -205,7 +205,7 @@ def test_bad_train_config_raises_value_error(kwargs, message):
 
 def test_epoch_size_cycles_a_small_training_set_in_whole_permutations():
     """epoch_size=100 over 30 examples gives 4 fresh permutations: every index exactly 4 times."""
-    from stacked_ae.train import iterate_batches
+    from stacked_ae.core.train import iterate_batches
     batches = list(iterate_batches(30, 10, torch.Generator().manual_seed(0), "cpu", epoch_size=100))
     order = torch.cat(batches)
     assert len(batches) == 12 and len(order) == 120

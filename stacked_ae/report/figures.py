@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots, plots_ae
-from .model import CheckpointError, StackedEncoder
+from ..core.model import CheckpointError, StackedEncoder
+from . import ae_plots, plots
 from .rundata import RunData
 
 N_RECONSTRUCTIONS = 10
@@ -120,7 +120,7 @@ def _autoencoder(run: RunData, fig_dir: Path) -> list[Drawn]:
     classes, source = _classes(run, samples), f"seed {seed}, `{main.parent.name}/{main.name}`"
     codes = model.encode(X).numpy()
     drawn = [Drawn("Codes", _rel(fig_dir / "codes.png"),
-                   plots_ae.plot_codes(codes, y, classes, fig_dir / "codes.png", source))]
+                   ae_plots.plot_codes(codes, y, classes, fig_dir / "codes.png", source))]
     shape, why = _image_shape(run, samples, X.shape[1])
     if shape is None:
         return drawn + [Drawn("Image figures", None, f"{why}: decoded codes, reconstructions and filters "
@@ -131,17 +131,17 @@ def _autoencoder(run: RunData, fig_dir: Path) -> list[Drawn]:
     first = (stack or model).layers[0].encoder.linear.weight.detach().numpy()
     filter_source = f"seed {seed}, `{(stack_path or main).parent.name}/{(stack_path or main).name}`"
     drawn.append(Drawn("First-layer filters", _rel(fig_dir / "filters.png"),
-                       plots_ae.plot_filters(first, shape, fig_dir / "filters.png", filter_source)))
+                       ae_plots.plot_filters(first, shape, fig_dir / "filters.png", filter_source)))
     return drawn
 
 
 def _decoded(ae, codes, y, classes, shape, fig_dir: Path, source: str) -> Drawn:
     if codes.shape[1] == 2:
         path = fig_dir / "latent_grid.png"
-        return Drawn("Decoded code plane", _rel(path), plots_ae.plot_latent_grid(ae, codes, shape, path, source))
+        return Drawn("Decoded code plane", _rel(path), ae_plots.plot_latent_grid(ae, codes, shape, path, source))
     path = fig_dir / "interpolations.png"
     return Drawn("Decoded interpolations", _rel(path),
-                 plots_ae.plot_interpolations(ae, codes, y, classes, shape, path, source))
+                 ae_plots.plot_interpolations(ae, codes, y, classes, shape, path, source))
 
 
 def pick_examples(y: np.ndarray, n: int = N_RECONSTRUCTIONS) -> np.ndarray:
@@ -158,11 +158,11 @@ def _reconstructions(run: RunData, seed: int, X, y, model, stack, shape, fig_dir
         path = run.path / "models" / f"seed{seed}_budgetall_{arm}.pt"
         if path.is_file():
             tuned = model if arm == "pretrained" else StackedEncoder.load(path)
-            rows[f"{arm}, fine-tuned"] = plots_ae.reconstruct(tuned.unroll(), X[pick])
+            rows[f"{arm}, fine-tuned"] = ae_plots.reconstruct(tuned.unroll(), X[pick])
     if stack is not None:
-        rows["greedy stack, not fine-tuned"] = plots_ae.reconstruct(stack.unroll(), X[pick])
+        rows["greedy stack, not fine-tuned"] = ae_plots.reconstruct(stack.unroll(), X[pick])
     path = fig_dir / "reconstructions.png"
-    return Drawn("Reconstructions", _rel(path), plots_ae.plot_reconstructions(X[pick], rows, shape, path))
+    return Drawn("Reconstructions", _rel(path), ae_plots.plot_reconstructions(X[pick], rows, shape, path))
 
 
 # ---------------------------------------------------------------- confusion matrix

@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from stacked_ae import StackedEncoder
-from stacked_ae.report import render_report
+from stacked_ae.report.render import render_report
 
 RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "subset_hash", "lr",
                   "epochs_trained", "best_epoch", "val_error", "val_loss", "test_error", "test_loss", "test_sse",

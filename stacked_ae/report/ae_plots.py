@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from .model import DeepAutoencoder
+from ..core.model import DeepAutoencoder
 from .plots import new_figure, save
 
 MAX_FILTERS = 100

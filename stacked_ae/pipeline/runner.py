@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.data import Dataset, labeled_subset, load_dataset
+from ..core.train import TrainingDiverged, resolve_device
+from ..core.version import __version__
 from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, arm_fingerprint, pretrain_stage, train_arm
 from .config import ConfigError, PipelineConfig, from_dict
-from .data import Dataset, labeled_subset, load_dataset
 from .rundir import RunDir, atomic_write, budget_label, subset_hash, write_json, write_tables
-from .train import TrainingDiverged, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def _to_device(data: Dataset, device: torch.device) -> Dataset:
     return dataclasses.replace(data, **tensors)
 
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]   # stacked_ae/
 
 
 def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str | None:
@@ -182,7 +183,6 @@ def _now() -> str:
 
 
 def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device) -> None:
-    from . import __version__
     previous = _read_manifest(run)
     command, commit, dirty = _command(), _git_commit(), _git_dirty()
     manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,

@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 from torch.autograd.functional import jacobian
 
 from stacked_ae import AutoencoderLayer, TrainConfig, evaluate_reconstruction, fit_autoencoder
-from stacked_ae.layers import activate, corrupt, reconstruction_loss
+from stacked_ae.core.layers import activate, corrupt, reconstruction_loss
 
 CORRUPTIONS = ["mask", "gaussian", "salt_pepper"]
 

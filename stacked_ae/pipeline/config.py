@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Union
 
-from .data import KNOWN_DATASETS, USER_SUFFIXES
-from .layers import ACTIVATIONS
-from .model import check_dropout
-from .pretrain import PretrainConfig
-from .train import TrainConfig
+from ..core.data import KNOWN_DATASETS, USER_SUFFIXES
+from ..core.layers import ACTIVATIONS
+from ..core.model import check_dropout
+from ..core.pretrain import PretrainConfig
+from ..core.train import TrainConfig
 
 TASKS = ("classification", "reconstruction")
 ARMS = {"classification": ("pretrained", "random", "frozen", "logreg", "pca-logreg"),

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import PipelineConfig
-from .data import Dataset
-from .model import CheckpointError, StackedEncoder
-from .pretrain import greedy_pretrain
-from .rundir import RunDir, fingerprint, write_npy
-from .train import (
+from ..core.data import Dataset
+from ..core.model import CheckpointError, StackedEncoder
+from ..core.pretrain import greedy_pretrain
+from ..core.train import (
     TrainingDiverged,
     evaluate_classifier,
     evaluate_reconstruction,
@@ -27,6 +25,8 @@ from .train import (
     fit_classifier,
     predict_logits,
 )
+from .config import PipelineConfig
+from .rundir import RunDir, fingerprint, write_npy
 
 NEEDS_PRETRAINING = ("pretrained", "frozen")
 SKLEARN_ARMS = ("logreg", "pca-logreg", "pca")

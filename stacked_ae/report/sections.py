@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import math
 
-from .report_render import Block, Bullets, Heading, Para, Table
-from .report_stats import ALPHA, WILCOXON_MIN_N, Paired, Summary, compare_arms, fmt_p, per_seed, summarize, verdict
+from .markup import Block, Bullets, Heading, Para, Table
 from .rundata import RunData
+from .stats import ALPHA, WILCOXON_MIN_N, Paired, Summary, compare_arms, fmt_p, per_seed, summarize, verdict
 
 DASH = "—"
 

@@ -1,5 +1,5 @@
 """Figures of a run: label-efficiency curve (or test SSE bars), fine-tuning and pretraining curves,
-confusion matrix; the autoencoder figures are in plots_ae.py, the choice of figures in report_figures.py.
+confusion matrix; the autoencoder figures are in ae_plots.py, the choice of figures in figures.py.
 
 Each `plot_*` writes one PNG through matplotlib's Agg canvas (no pyplot state) without a
 Software tag, so the same inputs give the same bytes.
@@ -13,8 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .report_stats import per_seed, summarize
 from .rundata import RunData
+from .stats import per_seed, summarize
 
 ARM_COLORS = {"pretrained": "#1f77b4", "random": "#d62728", "frozen": "#2ca02c", "logreg": "#9467bd",
               "pca-logreg": "#8c564b", "pca": "#ff7f0e"}

@@ -10,16 +10,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .data import check_X
 from .layers import AutoencoderLayer, init_linear, loss_from_logits
-
-if TYPE_CHECKING:
-    from .pretrain import PretrainConfig
+from .pretrain_config import PretrainConfig
+from .version import __version__
 
 FORMAT = "stacked-ae/encoder"
 FORMAT_VERSION = 1
@@ -48,7 +46,6 @@ class StackedEncoder(nn.Module):
         """Fresh layers through the same constructor as greedy_pretrain: the weights it would start from.
 
         Layer settings come as a PretrainConfig (`config`) or as its fields (`settings`, per-layer lists ok)."""
-        from .pretrain import PretrainConfig
         if config is not None and settings:
             raise TypeError(f"give config or settings, not both (got settings {sorted(settings)})")
         cfg = config if config is not None else PretrainConfig(**settings)
@@ -100,7 +97,6 @@ class StackedEncoder(nn.Module):
     # ------------------------------------------------------------ save / load
 
     def metadata(self) -> dict:
-        from . import __version__
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "n_in": self.n_in, "sizes": self.sizes,
                 "activations": self.activations, "layers": [layer.settings() for layer in self.layers],
                 "stacked_ae_version": __version__, "torch_version": torch.__version__}

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from stacked_ae.config import ConfigError, PipelineConfig, dumps_toml, from_dict, load_config
+from stacked_ae.pipeline.config import ConfigError, PipelineConfig, dumps_toml, from_dict, load_config
 
-PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
 
 def write(tmp_path, text: str) -> Path:
