@@ -15,18 +15,19 @@ setup(
     packages=find_packages(include=["stacked_ae", "stacked_ae.*"]),
     python_requires=">=3.11",
     install_requires=[
-        "torch>=2.2",
-        "torchvision>=0.17",
+        "torch>=2.4",           # fused Adam and SGD on CPU (train.make_optimizer)
+        "torchvision>=0.19",    # the release paired with torch 2.4
         "numpy>=1.24",
-        "scikit-learn>=1.3",
+        "scikit-learn>=1.6",    # validate_data and __sklearn_tags__ (estimators.py)
         "pandas>=2.0",
         "matplotlib>=3.7",
         "scipy>=1.10",
         "tqdm>=4.60",
-        "pyarrow>=12",      # .parquet input and output
+        "pyarrow>=12",          # .parquet input and output
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "joblib>=1.2"],
+        "ray": ["ray>=2.9"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "joblib>=1.2", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["sae=stacked_ae.cli:main"]},
     license="MIT",

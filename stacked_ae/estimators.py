@@ -1,12 +1,13 @@
 """scikit-learn wrappers: greedy layer-wise pretraining as a transformer and as a classifier.
 
-    Pipeline([("sae", StackedAutoencoderTransformer(sizes=(64, 32), random_state=0)),
+    Pipeline([("sae", StackedAutoencoderTransformer(random_state=0)),
               ("clf", LogisticRegression())]).fit(X, y)
 
 Thin by design: parameters become the core configs, NumPy <-> torch happens only here.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import fields
 
@@ -82,7 +83,7 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
 
     Parameters
     ----------
-    sizes : sequence of int, default=(64, 32)
+    sizes : sequence of int, default=(512, 256)
         Hidden layer widths, input side first; the top codes have ``sizes[-1]`` columns.
     activation : str or list of str, default="sigmoid"
         Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
@@ -92,9 +93,9 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
         Decoder output of each layer: "sigmoid" (cross-entropy loss, inputs in [0, 1]) or
         "linear" (squared error). "auto" picks sigmoid when the layer's inputs lie in
         [0, 1] (the data for layer 1, sigmoid codes above it) and linear otherwise.
-    epochs : int or list of int, default=10
+    epochs : int or list of int, default=30
         Passes over the data per layer in greedy pretraining.
-    lr : float or list of float, default=1e-3
+    lr : float or list of float, default=3e-3
         Pretraining learning rate.
     batch_size : int or list of int, default=64
         Pretraining minibatch size.
@@ -108,7 +109,7 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
         Learning-rate schedule over the epochs of each layer.
     corruption : {"none", "mask", "gaussian", "salt_pepper"} or list, default="mask"
         Input corruption of each layer in pretraining; active only when ``noise > 0``.
-    noise : float in [0, 1) or list of float, default=0.0
+    noise : float in [0, 1) or list of float, default=0.2
         Corruption level: the fraction of inputs hit ("mask", "salt_pepper") or the
         standard deviation ("gaussian"). 0.0 trains plain autoencoders.
     tied : bool or list of bool, default=False
@@ -185,9 +186,9 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
     (1797, 64)
     """
 
-    def __init__(self, sizes=(64, 32), *, activation="sigmoid", output_activation="auto", epochs=10, lr=1e-3,
+    def __init__(self, sizes=(512, 256), *, activation="sigmoid", output_activation="auto", epochs=30, lr=3e-3,
                  batch_size=64, optimizer="adam", momentum=0.9, weight_decay=0.0, schedule="constant",
-                 corruption="mask", noise=0.0, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
+                 corruption="mask", noise=0.2, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
                  finetune_epochs=0, finetune_lr=1e-3, finetune_batch_size=64, finetune_optimizer="adam",
                  finetune_momentum=0.9, finetune_weight_decay=0.0, finetune_schedule="constant", output="top",
                  random_state=None, device="cpu", precision="fp32", verbose=False):
@@ -268,7 +269,7 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
 
     Parameters
     ----------
-    sizes : sequence of int, default=(64, 32)
+    sizes : sequence of int, default=(512, 256)
         Hidden layer widths, input side first.
     activation : str or list of str, default="sigmoid"
         Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
@@ -277,9 +278,9 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
     output_activation : {"auto", "sigmoid", "linear"} or list, default="auto"
         Decoder output of each layer in pretraining: "sigmoid" (cross-entropy, inputs in
         [0, 1]) or "linear" (squared error); "auto" picks sigmoid for inputs in [0, 1].
-    epochs : int or list of int, default=10
+    epochs : int or list of int, default=30
         Passes over the data per layer in greedy pretraining.
-    lr : float or list of float, default=1e-3
+    lr : float or list of float, default=3e-3
         Pretraining learning rate.
     batch_size : int or list of int, default=64
         Pretraining minibatch size.
@@ -293,7 +294,7 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         Pretraining learning-rate schedule over the epochs of each layer.
     corruption : {"none", "mask", "gaussian", "salt_pepper"} or list, default="mask"
         Input corruption of each layer in pretraining; active only when ``noise > 0``.
-    noise : float in [0, 1) or list of float, default=0.0
+    noise : float in [0, 1) or list of float, default=0.2
         Corruption level; 0.0 trains plain autoencoders.
     tied : bool or list of bool, default=False
         Decoders use the transposed encoder weight in pretraining.
@@ -303,8 +304,8 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         Target mean activation of the sparsity penalty.
     contractive : float or list of float, default=0.0
         Weight of the contractive (encoder Jacobian) penalty.
-    finetune_epochs : int, default=30
-        Epochs of supervised fine-tuning of encoder and head.
+    finetune_epochs : int, default=100
+        Epochs of supervised fine-tuning of encoder and head (at most: see ``finetune_patience``).
     finetune_lr : float, default=1e-3
         Fine-tuning learning rate.
     finetune_batch_size : int, default=64
@@ -317,9 +318,9 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         Fine-tuning L2 penalty.
     finetune_schedule : {"constant", "cosine", "linear"}, default="constant"
         Fine-tuning learning-rate schedule.
-    finetune_patience : int or None, default=None
-        Stop fine-tuning after this many epochs without a better validation score; needs
-        ``validation_fraction``. None trains all ``finetune_epochs``.
+    finetune_patience : int or None, default=20
+        Stop fine-tuning after this many epochs without a better validation score. None, or
+        no validation data (``validation_fraction=None``), trains all ``finetune_epochs``.
     finetune_dropout : float in [0, 1), default=0.0
         Fine-tuning drops each hidden unit with this probability (inverted dropout; masks from
         the estimator's own generator). Prediction uses the whole network.
@@ -328,10 +329,11 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
     init : {"pretrained", "random"}, default="pretrained"
         Starting weights of the hidden layers: greedy pretraining, or fresh Glorot-uniform
         weights from the same layer constructor (the baseline arm; no pretraining).
-    validation_fraction : float in (0, 1) or None, default=None
-        Fraction of the training data held out, stratified by class. Pretraining and
-        fine-tuning each restore the epoch with the best validation score (fine-tuning:
-        lowest error, ties broken by loss). None uses all data for training.
+    validation_fraction : float in (0, 1) or None, default=0.1
+        Fraction of the training data held out, stratified by class (at least one row per
+        class; every class needs two rows). Pretraining and fine-tuning each restore the epoch with the best
+        validation score (fine-tuning: lowest error, ties broken by loss). None uses all
+        data for training.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order, corruption and the validation split through
         generators the estimator owns; the global NumPy and torch generators are never
@@ -379,13 +381,13 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
     array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
 
-    def __init__(self, sizes=(64, 32), *, activation="sigmoid", output_activation="auto", epochs=10, lr=1e-3,
+    def __init__(self, sizes=(512, 256), *, activation="sigmoid", output_activation="auto", epochs=30, lr=3e-3,
                  batch_size=64, optimizer="adam", momentum=0.9, weight_decay=0.0, schedule="constant",
-                 corruption="mask", noise=0.0, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
-                 finetune_epochs=30, finetune_lr=1e-3, finetune_batch_size=64, finetune_optimizer="adam",
+                 corruption="mask", noise=0.2, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
+                 finetune_epochs=100, finetune_lr=1e-3, finetune_batch_size=64, finetune_optimizer="adam",
                  finetune_momentum=0.9, finetune_weight_decay=0.0, finetune_schedule="constant",
-                 finetune_patience=None, finetune_dropout=0.0, finetune_input_dropout=0.0, init="pretrained",
-                 validation_fraction=None, random_state=None, device="cpu", precision="fp32", verbose=False):
+                 finetune_patience=20, finetune_dropout=0.0, finetune_input_dropout=0.0, init="pretrained",
+                 validation_fraction=0.1, random_state=None, device="cpu", precision="fp32", verbose=False):
         self.sizes, self.activation, self.output_activation = sizes, activation, output_activation
         self.epochs, self.lr, self.batch_size, self.optimizer = epochs, lr, batch_size, optimizer
         self.momentum, self.weight_decay, self.schedule = momentum, weight_decay, schedule
@@ -415,7 +417,8 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         self.classes_, y = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"y has 1 class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
-        finetune_cfg = self._finetune_config(patience=self.finetune_patience)
+        patience = self.finetune_patience if self.validation_fraction is not None else None
+        finetune_cfg = self._finetune_config(patience=patience)
         check_dropout("finetune_dropout", self.finetune_dropout)           # before any training
         check_dropout("finetune_input_dropout", self.finetune_input_dropout)
         seed = _seed(self.random_state)
@@ -441,15 +444,18 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
 
     def _split(self, X, y, seed):
         """(X, y, X_val, y_val) as tensors; the validation part is None without validation_fraction."""
-        if self.finetune_patience is not None and self.validation_fraction is None:
-            raise ValueError("finetune_patience needs validation data: set validation_fraction too")
         if self.validation_fraction is None:
             return _to_tensor(X), _to_tensor(y, torch.int64), None, None
         if not (isinstance(self.validation_fraction, float) and 0 < self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be a float in (0, 1) or None, "
                              f"got {self.validation_fraction!r}")
-        X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction, stratify=y,
-                                              random_state=seed % 2**32)
+        counts = np.bincount(y)
+        n_val = max(math.ceil(self.validation_fraction * len(y)), len(counts))   # at least one row per class
+        if counts.min() < 2 or len(y) - n_val < len(counts):
+            raise ValueError(f"validation_fraction={self.validation_fraction} cannot hold out a stratified part "
+                             f"of {len(y)} rows in {len(counts)} classes (smallest class: {counts.min()} rows): "
+                             f"each class needs a row on both sides; give more data or validation_fraction=None")
+        X, X_val, y, y_val = train_test_split(X, y, test_size=n_val, stratify=y, random_state=seed % 2**32)
         return _to_tensor(X), _to_tensor(y, torch.int64), _to_tensor(X_val), _to_tensor(y_val, torch.int64)
 
     def _initial_encoder(self, X, X_val, seed) -> tuple[StackedEncoder, list]:

@@ -180,8 +180,10 @@ def _download(name: str, root: Path) -> None:
         cls(str(root), train=train, download=True)
 
 
-def load_idx_dataset(name: str, root=None, download: bool = False) -> tuple[np.ndarray, ...]:
-    """(X_train, y_train, X_test, y_test) as uint8 arrays, images flattened to 784 columns."""
+def load_idx_dataset(name: str, root=None, download: bool = False, n_classes: int = 10) -> tuple:
+    """(X_train, y_train, X_test, y_test, image_shape): uint8 arrays, images flattened to rows*cols
+    columns, and (rows, cols) as the image files' headers give it (the same in both splits).
+    Labels must lie in [0, n_classes)."""
     if download:
         if root is None and not os.environ.get(DATA_ENV):
             raise ValueError(f"download=True needs a data root to download into (root=... or ${DATA_ENV})")
@@ -193,8 +195,17 @@ def load_idx_dataset(name: str, root=None, download: bool = False) -> tuple[np.n
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataFormatError(f"{name}: {split} images {images.shape} and labels {labels.shape} do not "
                                   f"match (expected (n, rows, cols) images and n labels)")
+        if len(labels) and labels.max() >= n_classes:
+            at = int(np.argmax(labels >= n_classes))
+            raise DataFormatError(f"{paths[f'{split}_labels']}: label {labels[at]} at index {at} is outside the "
+                                  f"{n_classes} classes of {name} (0-{n_classes - 1}); the file is corrupt")
+    image_shape = arrays["train_images"].shape[1:]
+    if arrays["test_images"].shape[1:] != image_shape:
+        raise DataFormatError(f"{name}: training images are {image_shape[0]}x{image_shape[1]} but test images "
+                              f"{arrays['test_images'].shape[1]}x{arrays['test_images'].shape[2]}")
     return (arrays["train_images"].reshape(len(arrays["train_images"]), -1), arrays["train_labels"],
-            arrays["test_images"].reshape(len(arrays["test_images"]), -1), arrays["test_labels"])
+            arrays["test_images"].reshape(len(arrays["test_images"]), -1), arrays["test_labels"],
+            tuple(int(d) for d in image_shape))
 
 
 # ---------------------------------------------------------------- user files
@@ -280,6 +291,8 @@ def _encode_labels(y: np.ndarray, source: str) -> tuple[np.ndarray, tuple[str, .
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise DataFormatError(f"{source}: the label column contains NaN or infinite values")
     classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise DataFormatError(f"{source}: 1 class (label {classes[0]}); classification needs at least 2")
     return codes.astype(np.int64), tuple(str(c) for c in classes)
 
 
@@ -301,16 +314,32 @@ def _count(size: float | int, n: int, key: str) -> int:
 
 
 def _scale(X: np.ndarray, source: str) -> np.ndarray:
-    """uint8 -> /255; other data min-max scaled to [0, 1] per dataset (not per feature)."""
-    if X.dtype == np.uint8:
-        return X.astype(np.float32) / 255.0
-    X = X.astype(np.float32)
-    if not np.all(np.isfinite(X)):
-        raise DataFormatError(f"{source}: features contain {int((~np.isfinite(X)).sum())} NaN or infinite values")
-    lo, hi = float(X.min()), float(X.max())
-    if 0.0 <= lo and hi <= 1.0:
-        return X
-    return (X - lo) / (hi - lo) if hi > lo else np.zeros_like(X)
+    """uint8 pixels -> /255 (a fixed scale: no row shapes it)."""
+    if X.dtype != np.uint8:
+        raise DataFormatError(f"{source}: expected uint8 pixels, got dtype {X.dtype}")
+    return X.astype(np.float32) / 255.0
+
+
+def _scale_by_training_rows(X_train: np.ndarray, held_out: tuple[np.ndarray, ...],
+                            source: str) -> tuple[np.ndarray, ...]:
+    """(X_train, *held_out) in [0, 1], scaled by what the training rows alone show.
+
+    uint8 -> /255. Other data: unchanged if the training rows lie in [0, 1], else min-max scaled
+    per dataset (not per feature) with the training rows' minimum and maximum. Held-out rows get
+    the same map and are then clipped to [0, 1]: a value beyond the training range becomes 0 or 1
+    (a sigmoid / cross-entropy first layer needs targets in [0, 1]).
+    """
+    if X_train.dtype == np.uint8:
+        return tuple(a.astype(np.float32) / 255.0 for a in (X_train, *held_out))
+    arrays = [a.astype(np.float32) for a in (X_train, *held_out)]
+    bad = sum(int((~np.isfinite(a)).sum()) for a in arrays)
+    if bad:
+        raise DataFormatError(f"{source}: features contain {bad} NaN or infinite values")
+    lo, hi = float(arrays[0].min()), float(arrays[0].max())
+    if not (0.0 <= lo and hi <= 1.0):
+        scale = 1.0 / (hi - lo) if hi > lo else 0.0
+        arrays = [(a - lo) * scale for a in arrays]
+    return arrays[0], *(np.clip(a, 0.0, 1.0) for a in arrays[1:])
 
 
 def _to_dataset(parts, image_shape, classes, name) -> Dataset:
@@ -328,7 +357,9 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
 
     MNIST and Fashion-MNIST keep their standard 10,000-image test set; `val_size` (fraction or
     count) is drawn from the training images by `seed`. Other sources are split into
-    train/val/test by `test_size` and `val_size`, with the same seed.
+    train/val/test by `test_size` and `val_size`, with the same seed. A user table is scaled to
+    [0, 1] from its training rows only (see `_scale_by_training_rows`): validation and test
+    values outside the training range are clipped to [0, 1]. It needs at least two classes.
     """
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -336,13 +367,13 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
         X, y = (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int64)
         return _split_all(X, y, (8, 8), tuple(str(c) for c in range(10)), name, val_size, test_size, seed)
     if name in ("mnist", "fashion-mnist"):
-        Xtr, ytr, Xte, yte = load_idx_dataset(name, root, download)
+        classes = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(c) for c in range(10))
+        Xtr, ytr, Xte, yte, image_shape = load_idx_dataset(name, root, download, n_classes=len(classes))
         n_val = _count(val_size, len(Xtr), "val_size")
         order = np.random.default_rng(seed).permutation(len(Xtr))
         tr, va = order[n_val:], order[:n_val]
         Xtr, Xte = _scale(Xtr, name), _scale(Xte, name)
-        classes = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(c) for c in range(10))
-        return _to_dataset((Xtr[tr], ytr[tr], Xtr[va], ytr[va], Xte, yte), (28, 28), classes, name)
+        return _to_dataset((Xtr[tr], ytr[tr], Xtr[va], ytr[va], Xte, yte), image_shape, classes, name)
     if Path(name).suffix.lower() in USER_SUFFIXES:
         X, y = read_table(name, label_column)
         if y is None:
@@ -350,19 +381,23 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
                                   f"name the label column with label_column=...")
         _check_table(X, np.asarray(y), name)
         y, classes = _encode_labels(np.asarray(y), name)
-        return _split_all(_scale(X, name), y, None, classes, Path(name).stem, val_size, test_size, seed)
+        return _split_all(X, y, None, classes, Path(name).stem, val_size, test_size, seed, scale_source=name)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}, "
                      f"or a file ending in {', '.join(USER_SUFFIXES)}")
 
 
-def _split_all(X, y, image_shape, classes, name, val_size, test_size, seed) -> Dataset:
+def _split_all(X, y, image_shape, classes, name, val_size, test_size, seed, scale_source=None) -> Dataset:
+    """Split by seed; with `scale_source` (a user file), scale by the training rows afterwards."""
     n_test = _count(test_size, len(X), "test_size")
     n_val = _count(val_size, len(X), "val_size")
     if n_val + n_test >= len(X):
         raise ValueError(f"val_size={val_size!r} and test_size={test_size!r} leave no training data "
                          f"out of {len(X)} examples")
     tr, va, te = _split_indices(len(X), n_val, n_test, seed)
-    return _to_dataset((X[tr], y[tr], X[va], y[va], X[te], y[te]), image_shape, classes, name)
+    X_tr, X_va, X_te = X[tr], X[va], X[te]
+    if scale_source is not None:
+        X_tr, X_va, X_te = _scale_by_training_rows(X_tr, (X_va, X_te), scale_source)
+    return _to_dataset((X_tr, y[tr], X_va, y[va], X_te, y[te]), image_shape, classes, name)
 
 
 def labeled_subset(y: torch.Tensor, per_class: int | str, seed: int) -> torch.Tensor:

@@ -15,7 +15,6 @@ from torch import nn
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "softplus")
 OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "linear")
 CORRUPTIONS = ("none", "mask", "gaussian", "salt_pepper")
-LOSSES = {"sigmoid": "bce", "linear": "mse"}  # decoder output -> matched reconstruction loss
 
 
 def _check_choice(value: str, known: tuple[str, ...], key: str) -> str:
@@ -223,6 +222,10 @@ class AutoencoderLayer(nn.Module):
     @property
     def tied(self) -> bool:
         return self.decoder.tied
+
+    @property
+    def output_activation(self) -> str:
+        return self.decoder.activation
 
     def settings(self) -> dict:
         """Everything needed to rebuild this layer (JSON-ready)."""

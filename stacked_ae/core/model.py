@@ -17,6 +17,7 @@ from torch import nn
 from .data import check_X
 from .layers import AutoencoderLayer, init_linear, loss_from_logits
 from .pretrain_config import PretrainConfig
+from .seeds import derive_seed
 from .version import __version__
 
 FORMAT = "stacked-ae/encoder"
@@ -51,7 +52,7 @@ class StackedEncoder(nn.Module):
         cfg = config if config is not None else PretrainConfig(**settings)
         cfg.check_layers(len(sizes))   # per-layer lists must match, as in greedy_pretrain
         widths = [n_in, *sizes]
-        return cls([cfg.make_layer(k, widths[k], widths[k + 1], len(sizes), seed)
+        return cls([cfg.make_layer(k, widths[k], widths[k + 1], seed)
                     for k in range(len(sizes))])
 
     @property
@@ -162,6 +163,10 @@ class DeepAutoencoder(nn.Module):
     def n_in(self) -> int:
         return self.stack.n_in
 
+    @property
+    def output_activation(self) -> str:
+        return self.decoders[-1].activation
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.stack(x)
 
@@ -199,8 +204,12 @@ class Classifier(nn.Module):
 
     With `input_dropout` / `dropout`, training-mode forward passes zero each input / each hidden
     unit with that probability and scale the survivors by 1 / (1 - p) (inverted dropout, Srivastava
-    et al. 2014); evaluation uses the network as is. The masks come from a generator seeded by
-    `seed`, so a seed gives the same training run and the global RNG is untouched.
+    et al. 2014); evaluation uses the network as is. The head's initial weights and the masks come
+    from the `head_init` and `dropout` streams of `seed`, so a seed gives the same training run and
+    the global RNG is untouched.
+
+    With `freeze`, the encoder is a fixed feature map: it runs without gradients and in eval mode,
+    and its parameters are left as the caller made them (a later unfrozen classifier still trains it).
     """
 
     def __init__(self, encoder: StackedEncoder, n_classes: int, *, seed: int = 0, freeze: bool = False,
@@ -211,13 +220,12 @@ class Classifier(nn.Module):
         check_dropout("dropout", dropout)
         check_dropout("input_dropout", input_dropout)
         self.encoder = encoder
-        self.head = init_linear(encoder.sizes[-1], n_classes, torch.Generator().manual_seed(seed))
+        self.head = init_linear(encoder.sizes[-1], n_classes,
+                                torch.Generator().manual_seed(derive_seed(seed, "head_init")))
         self.head.to(next(encoder.parameters()).device)
         self.frozen = freeze
         self.dropout, self.input_dropout = float(dropout), float(input_dropout)
         self._seed, self._masks = int(seed), None      # mask generator, made on the data's device
-        if freeze:
-            encoder.requires_grad_(False)
 
     @property
     def n_in(self) -> int:
@@ -234,18 +242,28 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            codes = self.encode(x)
+        return self.head(codes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's input: the encoder's codes, with dropout in training mode."""
         if not self.training or (self.dropout == 0.0 and self.input_dropout == 0.0):
-            return self.head(self.encoder(x))
+            return self.encoder(x)
         x = self._drop(x, self.input_dropout)
         for layer in self.encoder.layers:
             x = self._drop(layer.encoder(x), self.dropout)
-        return self.head(x)
+        return x
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What fine-tuning updates: the head alone when frozen, else every parameter."""
+        return list(self.head.parameters()) if self.frozen else list(self.parameters())
 
     def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         if p == 0.0:
             return x
         if self._masks is None or self._masks.device != x.device:
-            self._masks = (torch.Generator(device=x.device).manual_seed(self._seed + 7919)
+            self._masks = (torch.Generator(device=x.device).manual_seed(derive_seed(self._seed, "dropout"))
                            if x.device.type != "mps" else None)   # mps has no device generators
         keep = torch.rand(x.shape, generator=self._masks, device=x.device).ge_(p)
         return x * keep.mul_(1.0 / (1.0 - p))

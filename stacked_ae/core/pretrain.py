@@ -14,7 +14,7 @@ import torch
 from .data import check_X
 from .layers import AutoencoderLayer
 from .model import StackedEncoder
-from .pretrain_config import PretrainConfig, check_sizes, layer_seed
+from .pretrain_config import PretrainConfig, check_sizes
 from .train import evaluate_reconstruction, fit_autoencoder, resolve_device
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,11 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
     val_codes = None if X_val is None else check_X(X_val, "X_val", n_features=codes.shape[1]).to(device)
     layers, histories = [], []
     for k, (n_in, n_out) in enumerate(zip([codes.shape[1], *sizes], sizes, strict=False)):
-        in_unit = bool(codes.min() >= 0 and codes.max() <= 1) if k == 0 else None
-        layer = cfg.make_layer(k, n_in, n_out, len(sizes), seed, in_unit).to(device)
+        in_unit = _in_unit_interval(codes, val_codes) if k == 0 else None
+        layer = cfg.make_layer(k, n_in, n_out, seed, in_unit).to(device)
         train_cfg = cfg.train_config(k)
         stage = f"pretrain layer {k + 1}/{len(sizes)} ({n_in}->{n_out})"
-        history = fit_autoencoder(layer, codes, train_cfg, X_val=val_codes, seed=layer_seed(seed, k),
+        history = fit_autoencoder(layer, codes, train_cfg, X_val=val_codes, seed=seed, stream=(k,),
                                   stage=stage, progress=progress)
         _record_final(history, layer, codes)
         log.info("%s: final train loss %.4f", stage, history[-1]["train_loss"])
@@ -53,6 +53,10 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
     return StackedEncoder(layers), histories
 
 
+def _in_unit_interval(*arrays: torch.Tensor | None) -> bool:
+    return all(bool(a.min() >= 0 and a.max() <= 1) for a in arrays if a is not None)
+
+
 def _record_final(history: list[dict], layer: AutoencoderLayer, codes: torch.Tensor) -> None:
     """Add the clean (uncorrupted) reconstruction loss of the final weights to the last row."""
     history[-1]["clean_loss"] = evaluate_reconstruction(layer, codes)["loss"]
@@ -61,4 +65,4 @@ def _record_final(history: list[dict], layer: AutoencoderLayer, codes: torch.Ten
 @torch.no_grad()
 def _encode(layer: AutoencoderLayer, X: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
     layer.eval()
-    return torch.cat([layer.encode(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]).clone()
+    return torch.cat([layer.encode(X[s:s + batch_size]) for s in range(0, len(X), batch_size)])

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .layers import ACTIVATIONS, CORRUPTIONS, OUTPUT_ACTIVATIONS, AutoencoderLayer
+from .seeds import derive_seed
 from .train import TrainConfig
 
 PerLayer = Any  # a scalar, or a list/tuple with one entry per layer
@@ -60,12 +61,20 @@ class PretrainConfig:
         return lengths.pop() if lengths else None
 
     def check_layers(self, n_layers: int) -> None:
-        """Every per-layer list has exactly `n_layers` entries."""
+        """Every per-layer list has exactly `n_layers` entries, and no sigmoid decoder sits on codes
+        outside [0, 1] (cross-entropy on such targets falls without bound)."""
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, tuple) and len(value) != n_layers:
                 raise ValueError(f"pretrain.{f.name} has {len(value)} entries but the model has {n_layers} "
                                  f"layers; give a scalar or exactly {n_layers} values")
+        for k in range(1, n_layers):
+            below = self.value("activation", k - 1)
+            if self.value("output_activation", k) == "sigmoid" and below != "sigmoid":
+                key = "output_activation" + (f"[{k}]" if isinstance(self.output_activation, tuple) else "")
+                raise ValueError(f"pretrain.{key} is 'sigmoid' (cross-entropy, targets in [0, 1]) but layer "
+                                 f"{k + 1} reconstructs the codes of layer {k}, whose activation {below!r} "
+                                 f"leaves [0, 1]; use 'auto' or 'linear' there, or sigmoid units below")
 
     def value(self, name: str, k: int):
         value = getattr(self, name)
@@ -96,13 +105,13 @@ class PretrainConfig:
     def train_config(self, k: int) -> TrainConfig:
         return TrainConfig(**{name: self.value(name, k) for name in TRAIN_FIELDS})
 
-    def make_layer(self, k: int, n_in: int, n_out: int, n_layers: int, seed: int,
+    def make_layer(self, k: int, n_in: int, n_out: int, seed: int,
                    inputs_in_unit_interval: bool | None = None) -> AutoencoderLayer:
-        """Layer k (0-based) with fresh weights drawn from `seed` and layer index."""
+        """Layer k (0-based) with fresh weights from the run seed's `layer_init` stream of layer k."""
         settings = {name: self.value(name, k) for name in LAYER_FIELDS}
         if settings["output_activation"] == "auto":
             settings["output_activation"] = self._auto_output(k, inputs_in_unit_interval)
-        return AutoencoderLayer(n_in, n_out, **settings, seed=layer_seed(seed, k))
+        return AutoencoderLayer(n_in, n_out, **settings, seed=derive_seed(seed, "layer_init", k))
 
     def _auto_output(self, k: int, inputs_in_unit_interval: bool | None) -> str:
         """Sigmoid + cross-entropy when the layer's inputs lie in [0, 1], else linear + squared error.
@@ -112,11 +121,6 @@ class PretrainConfig:
         if k == 0:
             return "sigmoid" if inputs_in_unit_interval in (None, True) else "linear"
         return "sigmoid" if self.value("activation", k - 1) == "sigmoid" else "linear"
-
-
-def layer_seed(seed: int, k: int) -> int:
-    """Distinct, reproducible seeds per layer."""
-    return int(seed) * 1000 + k
 
 
 def check_sizes(sizes) -> list[int]:

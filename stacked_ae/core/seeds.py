@@ -21,8 +21,12 @@ def derive_seed(seed: int, role: str, *keys: int) -> int:
     if role not in ROLES:
         raise ValueError(f"unknown random stream {role!r}; expected one of {', '.join(ROLES)}")
     role_word = int.from_bytes(hashlib.sha256(role.encode()).digest()[:8], "little")
-    entropy = [_word(seed), role_word, *(_word(k) for k in keys)]
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+    # Every value as exactly two 32-bit words, after the number of keys: SeedSequence reads an int as as many
+    # words as it needs and pads short lists with zeros, so (seed, role) and (seed, role, 0) would coincide.
+    words = [len(keys)]
+    for value in (_word(seed), role_word, *(_word(k) for k in keys)):
+        words += [value & 0xFFFFFFFF, value >> 32]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
 def _word(value) -> int:

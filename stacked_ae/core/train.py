@@ -18,6 +18,7 @@ from torch import nn
 
 from .data import check_labels, check_X
 from .layers import activate, full_precision, loss_from_logits
+from .seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +206,19 @@ def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BAT
 
 def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainConfig, *,
         loss_fn: Callable, validate: Callable[[], dict] | None, score_key: Callable[[dict], tuple],
-        seed: int, stage: str, progress: bool) -> list[dict]:
-    """The shared epoch loop: train, validate, keep the best weights, stop early, restore."""
+        seed: int, stage: str, progress: bool, stream: tuple[int, ...] = ()) -> list[dict]:
+    """The shared epoch loop: train, validate, keep the best weights, stop early, restore.
+
+    Batches follow the `batch_order` stream of (seed, *stream); a model with `trainable_parameters()`
+    (a frozen Classifier) names what the optimizer updates."""
     from tqdm.auto import tqdm
 
     if cfg.patience is not None and validate is None:
         raise ValueError(f"{stage}: patience={cfg.patience} (early stopping) needs validation data; "
                          f"pass X_val (and y_val), or set patience=None")
-    generator = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(derive_seed(seed, "batch_order", *stream))
+    trainable = model.trainable_parameters() if hasattr(model, "trainable_parameters") else model.parameters()
+    params = [p for p in trainable if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     schedule = make_schedule(optimizer, cfg)
     history, best, best_epoch, best_state, stale = [], None, None, None, 0
@@ -259,19 +264,38 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def fit_autoencoder(model: nn.Module, X, cfg: TrainConfig = TrainConfig(), *, X_val=None, seed: int = 0,
-                    stage: str = "autoencoder", progress: bool = False) -> list[dict]:
+                    stage: str = "autoencoder", progress: bool = False, stream: tuple[int, ...] = ()) -> list[dict]:
     """Train `model` (an AutoencoderLayer or an unrolled DeepAutoencoder) to reconstruct X.
 
     With X_val, each epoch records `val_loss`, the best epoch's weights are restored at the
-    end, and `cfg.patience` stops training early. Returns the per-epoch history.
+    end, and `cfg.patience` stops training early. Returns the per-epoch history. Batch order and
+    corruption come from the `batch_order` and `corruption` streams of (seed, *stream);
+    greedy_pretrain passes the layer index as `stream`. A sigmoid (cross-entropy) decoder
+    refuses X or X_val outside [0, 1] with a ValueError naming `stage`.
     """
     device = _device_of(model)
     X = check_X(X, "X", n_features=_n_in(model)).to(device)
     X_val = None if X_val is None else check_X(X_val, "X_val", n_features=_n_in(model)).to(device)
+    _check_targets(model, X, "X", stage)
+    if X_val is not None:
+        _check_targets(model, X_val, "X_val", stage)
     validate = None if X_val is None else (lambda: evaluate_reconstruction(model, X_val))
-    gen = torch.Generator(device=device).manual_seed(_seed_of(seed) + 1) if device.type != "mps" else None
+    gen = (torch.Generator(device=device).manual_seed(derive_seed(_seed_of(seed), "corruption", *stream))
+           if device.type != "mps" else None)
     return fit(model, X, None, cfg, loss_fn=_autoencoder_loss(gen), validate=validate,
-               score_key=lambda row: (row["val_loss"],), seed=_seed_of(seed), stage=stage, progress=progress)
+               score_key=lambda row: (row["val_loss"],), seed=_seed_of(seed), stage=stage, progress=progress,
+               stream=stream)
+
+
+def _check_targets(model: nn.Module, X: torch.Tensor, name: str, stage: str) -> None:
+    """Cross-entropy on a sigmoid output needs targets in [0, 1]: outside it the loss falls without bound."""
+    if getattr(model, "output_activation", None) != "sigmoid":
+        return
+    lo, hi = X.aminmax()
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{stage}: the decoder's sigmoid output (cross-entropy loss) needs targets in [0, 1], "
+                         f"but {name} lies in [{lo.item():.4g}, {hi.item():.4g}]; scale the data to [0, 1] or "
+                         f"use output_activation='linear' (squared error)")
 
 
 def fit_classifier(model: nn.Module, X, y, cfg: TrainConfig = TrainConfig(), *, X_val=None, y_val=None,

@@ -170,7 +170,8 @@ class PipelineConfig:
         except ValueError as err:
             message = str(err)
             for key in ("activation", "output_activation"):   # these two live in [model]
-                message = message.replace(f"pretrain.{key} ", f"model.{key} ")
+                for end in (" ", "["):
+                    message = message.replace(f"pretrain.{key}{end}", f"model.{key}{end}")
             raise ConfigError(message) from None
         _check_reference(self.reference)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stacked_ae import DataFormatError, DataNotFoundError, load_dataset
-from stacked_ae.core.data import DATA_ENV, IDX_FILES, labeled_subset
+from stacked_ae.core.data import DATA_ENV, IDX_FILES, _split_indices, labeled_subset
 
 # ---------------------------------------------------------------- digits
 
@@ -157,6 +157,53 @@ def test_truncated_idx_file_raises_data_format_error(tmp_path, mnist_files, comp
         load_dataset("mnist", root=tmp_path)
 
 
+def _write_idx(path, array: np.ndarray) -> None:
+    """An unsigned-byte IDX file: magic 0x0000 08 ndim, one big-endian 4-byte size per dimension, the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _write_tiny_idx(folder, shape=(3, 4), test_shape=None, train_labels=(0, 1, 2, 3, 4, 5)):
+    """Six training and two test images of `shape` (test: `test_shape`), pixel values 0..255, in `folder`."""
+    rng = np.random.default_rng(0)
+    images = {"train": rng.integers(0, 256, (len(train_labels), *shape)),
+              "test": rng.integers(0, 256, (2, *(test_shape or shape)))}
+    for split in ("train", "test"):
+        _write_idx(folder / IDX_FILES[f"{split}_images"], images[split])
+    _write_idx(folder / IDX_FILES["train_labels"], np.array(train_labels))
+    _write_idx(folder / IDX_FILES["test_labels"], np.array([7, 9]))
+    return images
+
+
+def test_idx_image_shape_comes_from_the_header(tmp_path, monkeypatch):
+    """3x4 images in tiny IDX files load as 12 features with image_shape (3, 4), pixels scaled by 1/255."""
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    images = _write_tiny_idx(tmp_path)
+    ds = load_dataset("mnist", root=tmp_path, val_size=2)
+    assert ds.image_shape == (3, 4) and ds.n_features == 12, (ds.image_shape, ds.n_features)
+    assert ds.sizes() == {"train": 4, "val": 2, "test": 2}, ds.sizes()
+    expected = torch.from_numpy(images["test"].reshape(2, 12) / 255.0).float()
+    torch.testing.assert_close(ds.X_test, expected, rtol=0, atol=1e-7)
+    assert ds.y_test.tolist() == [7, 9]
+
+
+def test_idx_label_outside_the_classes_raises(tmp_path, monkeypatch):
+    """A training label 10 (MNIST has classes 0-9) raises DataFormatError naming the file, the label and where."""
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    _write_tiny_idx(tmp_path, train_labels=(0, 1, 2, 10, 4, 5))
+    with pytest.raises(DataFormatError, match=rf"{IDX_FILES['train_labels']}: label 10 at index 3 is outside the "
+                                              r"10 classes of mnist \(0-9\)"):
+        load_dataset("mnist", root=tmp_path, val_size=2)
+
+
+def test_idx_train_and_test_image_shapes_must_agree(tmp_path, monkeypatch):
+    """3x4 training images with 4x3 test images raise DataFormatError giving both shapes."""
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    _write_tiny_idx(tmp_path, test_shape=(4, 3))
+    with pytest.raises(DataFormatError, match=r"training images are 3x4 but test images 4x3"):
+        load_dataset("mnist", root=tmp_path, val_size=2)
+
+
 def test_label_count_disagreeing_with_images_raises(tmp_path, mnist_files, monkeypatch):
     """A well-formed test label file with 5,000 labels for 10,000 images raises DataFormatError."""
     monkeypatch.delenv(DATA_ENV, raising=False)
@@ -216,14 +263,29 @@ def test_user_file_loads_features_and_label_column(tmp_path, suffix):
     ds = load_dataset(str(path), test_size=0.25, val_size=0.25)
     assert ds.classes == ("cat", "dog") and ds.n_features == 3, (ds.classes, ds.n_features)
     assert ds.sizes() == {"train": 20, "val": 10, "test": 10}, ds.sizes()
-    X = torch.cat([ds.X_train, ds.X_val, ds.X_test])
-    y = torch.cat([ds.y_train, ds.y_val, ds.y_test])
-    order = X[:, 0].argsort()
-    expected_order = features[:, 0].argsort()
-    expected_X = torch.from_numpy(features / features.max())[expected_order]
-    torch.testing.assert_close(X[order], expected_X, rtol=0, atol=1e-6)
-    expected_y = torch.from_numpy((labels == "dog").astype(np.int64))[expected_order]
-    assert torch.equal(y[order], expected_y), f"{int((y[order] != expected_y).sum())} labels differ"
+    rows = dict(zip(("train", "val", "test"), _split_indices(40, 10, 10, 0), strict=True))
+    lo, hi = features[rows["train"]].min(), features[rows["train"]].max()
+    for split, index in rows.items():
+        expected_X = torch.from_numpy(np.clip((features[index] - lo) / (hi - lo), 0, 1))
+        torch.testing.assert_close(getattr(ds, f"X_{split}"), expected_X, rtol=0, atol=1e-6)
+        expected_y = torch.from_numpy((labels[index] == "dog").astype(np.int64))
+        assert torch.equal(getattr(ds, f"y_{split}"), expected_y), f"{split}: labels differ"
+
+
+def test_user_table_is_scaled_by_its_training_rows_alone(tmp_path):
+    """Test rows moved far outside the data's range leave the training and validation features unchanged; the
+    training rows span exactly [0, 1] and held-out values beyond their range are clipped to [0, 1]."""
+    features, labels = _user_table()
+    _, _, test_rows = _split_indices(40, 10, 10, 0)
+    shifted = features.copy()
+    shifted[test_rows[:5]] += 1000.0
+    shifted[test_rows[5:]] -= 1000.0
+    _write_user_file(tmp_path / "plain.npz", features, labels)
+    _write_user_file(tmp_path / "shifted.npz", shifted, labels)
+    plain, moved = (load_dataset(str(tmp_path / f"{n}.npz"), test_size=10, val_size=10) for n in ("plain", "shifted"))
+    assert torch.equal(plain.X_train, moved.X_train) and torch.equal(plain.X_val, moved.X_val)
+    assert (plain.X_train.min().item(), plain.X_train.max().item()) == (0.0, 1.0)
+    assert moved.X_test[:5].eq(1).all() and moved.X_test[5:].eq(0).all(), moved.X_test
 
 
 def test_user_file_with_named_label_column(tmp_path):
@@ -245,6 +307,14 @@ def test_csv_without_label_column_errors_clearly(tmp_path, kind):
     _write_user_file(path, features, labels, label_column="species")
     with pytest.raises(DataFormatError, match=r"table\.csv: .*no label column 'label'.*label_column="):
         load_dataset(str(path))
+
+
+def test_single_class_file_names_the_file_and_its_class(tmp_path):
+    """A file whose labels are all 0 fails at load, naming the file and its one class."""
+    features, _ = _user_table()
+    _write_user_file(tmp_path / "mine.npz", features, np.zeros(len(features), dtype=np.int64))
+    with pytest.raises(DataFormatError, match=r"mine\.npz: 1 class \(label 0\); classification needs at least 2"):
+        load_dataset(str(tmp_path / "mine.npz"))
 
 
 def test_missing_user_file_raises_data_not_found(tmp_path):

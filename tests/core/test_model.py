@@ -88,6 +88,30 @@ def test_frozen_classifier_trains_only_its_head(pretrained, low_rank):
     assert not torch.equal(clf.head.weight, head), "the head did not train"
 
 
+def test_freezing_leaves_the_callers_encoder_trainable(pretrained, low_rank):
+    """A frozen classifier changes nothing on the caller's stack: afterwards every parameter still requires
+    gradients, and a later unfrozen classifier trains every encoder weight."""
+    stack, weights = pretrained
+    fit_classifier(stack.classifier(3, seed=0, freeze=True), low_rank.X, low_rank.y, TrainConfig(epochs=1, lr=1e-2))
+    frozen_flags = [name for name, p in stack.named_parameters() if not p.requires_grad]
+    assert not frozen_flags, f"the caller's parameters were frozen: {frozen_flags}"
+    fit_classifier(stack.classifier(3, seed=0), low_rank.X, low_rank.y, TrainConfig(epochs=2, lr=1e-2))
+    encoder_weights = [name for name in weights if ".encoder.linear." in name]
+    unchanged = [name for name in encoder_weights if torch.equal(stack.state_dict()[name], weights[name])]
+    assert not unchanged, f"the unfrozen classifier left encoder tensors untrained: {unchanged}"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_head_initial_weights_are_not_a_rescaled_copy_of_layer_one(seed):
+    """The head's initial weights and layer 1's come from unrelated streams: their (scale-free) correlation over
+    the head's entries is near 0 (before, the head was layer 1's first draws times the ratio of Glorot bounds)."""
+    stack = StackedEncoder.random(64, [32], seed=seed)
+    head = stack.classifier(10, seed=seed).head.weight.detach().flatten()         # (320,)
+    first = stack.layers[0].encoder.linear.weight.detach().flatten()[:len(head)]   # layer 1's first 320 draws
+    corr = torch.corrcoef(torch.stack([head, first]))[0, 1].item()
+    assert abs(corr) < 0.3, f"correlation {corr:.3f} between the head's and layer 1's initial weights"
+
+
 def test_fine_tuning_the_unrolled_autoencoder_halves_its_error(pretrained, low_rank):
     """Ten epochs of fit_autoencoder on unroll() at least halve its squared reconstruction error."""
     deep = pretrained[0].unroll()

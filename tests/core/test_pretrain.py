@@ -7,8 +7,10 @@ from typing import NamedTuple
 import pytest
 import torch
 
+import stacked_ae.core.layers as layers_module
 import stacked_ae.core.pretrain as pretrain_module
-from stacked_ae import PretrainConfig, evaluate_reconstruction, greedy_pretrain
+import stacked_ae.core.train as train_module
+from stacked_ae import PretrainConfig, StackedEncoder, evaluate_reconstruction, greedy_pretrain
 
 CFG = PretrainConfig(epochs=5, lr=1e-2, corruption="mask", noise=0.1)
 
@@ -167,3 +169,79 @@ def test_pretraining_leaves_global_rng_untouched(low_rank):
     state = torch.random.get_rng_state()
     _pretrain(low_rank.X, 0)
     assert torch.equal(state, torch.random.get_rng_state()), "the global RNG state changed"
+
+
+# ---------------------------------------------------------------- random streams
+
+
+def test_random_stack_equals_the_weights_pretraining_started_from(low_rank, layer_runs):
+    """StackedEncoder.random(seed, config) holds, tensor for tensor, the layers greedy_pretrain began training
+    (recorded as each fit starts), so the random arm differs from the pretrained one by pretraining alone."""
+    cfg = PretrainConfig(epochs=1, activation=["tanh", "sigmoid", "relu"], noise=0.1, tied=[False, True, False])
+    greedy_pretrain(low_rank.X, [12, 8, 4], cfg, seed=3, progress=False)
+    fresh = StackedEncoder.random(20, [12, 8, 4], seed=3, config=cfg)
+    assert len(layer_runs) == 3, f"{len(layer_runs)} layers trained"
+    for k, run in enumerate(layer_runs):
+        assert _states_equal(_clone_state(fresh.layers[k]), run.before), f"layer {k + 1}: random start differs"
+    other = StackedEncoder.random(20, [12, 8, 4], seed=4, config=cfg)
+    assert not _states_equal(_clone_state(other.layers[0]), layer_runs[0].before), "seed 4 gave seed 3's start"
+
+
+@pytest.fixture
+def stream_seeds(monkeypatch):
+    """The initial seed of every generator that greedy pretraining hands to corruption and to batch order, per
+    fit (one dict per layer), and each layer's first corruption mask and first batch."""
+    fits, real_fit = [], train_module.fit
+    real_corrupt, real_batches = layers_module.corrupt, train_module.iterate_batches
+
+    def recording_fit(*args, **kwargs):
+        fits.append({})
+        return real_fit(*args, **kwargs)
+
+    def recording_corrupt(x, kind, level, generator):
+        out = real_corrupt(x, kind, level, generator)
+        fits[-1].setdefault("corruption", (generator.initial_seed(), (out == 0) & (x != 0)))
+        return out
+
+    def recording_batches(n, batch_size, generator, *args, **kwargs):
+        batches = list(real_batches(n, batch_size, generator, *args, **kwargs))
+        fits[-1].setdefault("batch_order", (generator.initial_seed(), batches[0]))
+        return iter(batches)
+
+    monkeypatch.setattr(train_module, "fit", recording_fit)
+    monkeypatch.setattr(layers_module, "corrupt", recording_corrupt)
+    monkeypatch.setattr(train_module, "iterate_batches", recording_batches)
+    return fits
+
+
+def test_layers_draw_corruption_and_batch_order_from_distinct_streams(low_rank, stream_seeds):
+    """No generator seed is shared between layers or roles (layer k's corruption was layer k+1's batch order),
+    and adjacent layers of equal width see different first masks and different first batches."""
+    cfg = PretrainConfig(epochs=1, batch_size=32, noise=0.3)
+    greedy_pretrain(low_rank.X, [20, 20, 20], cfg, seed=0, progress=False)
+    assert len(stream_seeds) == 3, f"{len(stream_seeds)} fits recorded"
+    seeds = [fit[role][0] for fit in stream_seeds for role in ("corruption", "batch_order")]
+    assert len(set(seeds)) == len(seeds), f"generator seeds repeat: {seeds}"
+    for k in range(2):
+        below, above = stream_seeds[k], stream_seeds[k + 1]
+        assert not torch.equal(below["corruption"][1], above["corruption"][1]), f"layers {k + 1}, {k + 2}: same mask"
+        assert not torch.equal(below["batch_order"][1], above["batch_order"][1]), f"layers {k + 1}, {k + 2}: batch"
+
+
+def test_sigmoid_decoder_on_codes_outside_unit_interval_is_refused_before_training(low_rank, layer_runs):
+    """tanh codes under an explicit sigmoid (cross-entropy) decoder raise ValueError naming the key, and train
+    nothing (before the check, layer 2's loss fell without bound: 0.54 -> -0.97 -> -4.31)."""
+    cfg = PretrainConfig(epochs=1, activation=["tanh", "sigmoid", "sigmoid"],
+                         output_activation=["auto", "sigmoid", "auto"])
+    with pytest.raises(ValueError, match=r"pretrain\.output_activation\[1\] is 'sigmoid' .* layer 2 reconstructs "
+                                         r"the codes of layer 1, whose activation 'tanh' leaves \[0, 1\]"):
+        greedy_pretrain(low_rank.X, [12, 8, 4], cfg, seed=0, progress=False)
+    assert layer_runs == []
+
+
+def test_sigmoid_first_layer_on_data_outside_unit_interval_names_the_layer_and_range(low_rank):
+    """An explicit sigmoid output on data in [-2, 2] raises ValueError naming the layer and the observed range."""
+    with pytest.raises(ValueError, match=r"pretrain layer 1/1 \(20->4\): .* needs targets in \[0, 1\], but X lies "
+                                         r"in \[-2, 1\.99\d\]"):
+        greedy_pretrain(low_rank.X * 4 - 2, [4], PretrainConfig(epochs=1, output_activation="sigmoid"),
+                        progress=False)

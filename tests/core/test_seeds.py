@@ -33,3 +33,10 @@ def test_unknown_role_and_non_integer_keys_are_refused():
         derive_seed(0, "layer-init")
     with pytest.raises(TypeError, match="integers"):
         derive_seed(0, "layer_init", 1.5)
+
+
+def test_trailing_zero_keys_and_wide_seeds_give_new_streams():
+    """(seed, role), (seed, role, 0) and (seed, role, 0, 0) are three streams; a seed of 2**32 is not (0, 1)."""
+    assert len({derive_seed(5, "batch_order"), derive_seed(5, "batch_order", 0),
+                derive_seed(5, "batch_order", 0, 0)}) == 3
+    assert derive_seed(2**32, "corruption") != derive_seed(0, "corruption", 1)

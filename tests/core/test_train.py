@@ -203,6 +203,23 @@ def test_bad_train_config_raises_value_error(kwargs, message):
         TrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize("deep", [False, True], ids=["layer", "unrolled"])
+def test_sigmoid_decoder_refuses_targets_outside_unit_interval(low_rank, deep):
+    """fit_autoencoder with a sigmoid (cross-entropy) output refuses X_val in [-0.5, 1] before any epoch,
+    naming the stage, the array and the observed range; a linear output takes the same data."""
+    model = AutoencoderLayer(20, 6, output_activation="sigmoid")
+    if deep:
+        model = StackedEncoder([model]).unroll()
+    before = {k: t.clone() for k, t in model.state_dict().items()}
+    X_val = low_rank.X.clone()
+    X_val[0, 0] = -0.5
+    with pytest.raises(ValueError, match=r"^layer 1: .*sigmoid output .* but X_val lies in \[-0\.5, 0\.9\d+\]"):
+        fit_autoencoder(model, low_rank.X, TrainConfig(epochs=1), X_val=X_val, stage="layer 1")
+    assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items()), "weights changed"
+    fit_autoencoder(AutoencoderLayer(20, 6, output_activation="linear"), low_rank.X, TrainConfig(epochs=1),
+                    X_val=X_val)
+
+
 def test_epoch_size_cycles_a_small_training_set_in_whole_permutations():
     """epoch_size=100 over 30 examples gives 4 fresh permutations: every index exactly 4 times."""
     from stacked_ae.core.train import iterate_batches

@@ -158,3 +158,16 @@ def test_reference_table_must_be_data(tmp_path):
     """[reference] holds strings, numbers and tables only."""
     with pytest.raises(ConfigError, match=r"reference.test_error must be a string, a number or a table"):
         load_config(write(tmp_path, "[reference]\ntest_error = [1, 2]\n"))
+
+
+@pytest.mark.parametrize("model, message", [
+    ('activation = ["tanh", "sigmoid", "sigmoid"]\noutput_activation = ["auto", "sigmoid", "auto"]',
+     r"model\.output_activation\[1\] is 'sigmoid' .* layer 2 reconstructs the codes of layer 1, whose activation "
+     r"'tanh' leaves \[0, 1\]"),
+    ('activation = "relu"\noutput_activation = "sigmoid"',
+     r"model\.output_activation is 'sigmoid' .* layer 2 reconstructs the codes of layer 1, whose activation 'relu'"),
+])
+def test_sigmoid_output_on_unbounded_codes_is_a_config_error(tmp_path, model, message):
+    """A sigmoid (cross-entropy) decoder over codes that leave [0, 1] is refused before training, naming the key."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f"[model]\nsizes = [16, 8, 4]\n{model}\n"))

@@ -99,12 +99,41 @@ def test_pretraining_is_shared_and_logged_per_layer(tiny_run):
     assert pre["val_loss"].notna().all()
 
 
-def test_random_arm_starts_from_the_weights_pretraining_started_from(tiny_run):
-    """The random arm's initial stack equals the untrained layers greedy pretraining began with."""
+def test_random_arm_starts_from_the_weights_pretraining_started_from(tmp_path, monkeypatch):
+    """In a run, the random arm's initial stack equals, tensor for tensor, the untrained layers that greedy
+    pretraining of the same seed began with (both recorded as the run makes them)."""
+    import torch
+
+    import stacked_ae.core.pretrain as pretrain_module
+    from stacked_ae.pipeline import arms
+    pretrain_starts, random_starts = [], []
+    real_fit, real_fresh = pretrain_module.fit_autoencoder, arms.fresh_stack
+    clone = lambda module: {k: t.detach().clone() for k, t in module.state_dict().items()}  # noqa: E731
+
+    def recording_fit(layer, X, *args, **kwargs):
+        pretrain_starts.append(clone(layer))
+        return real_fit(layer, X, *args, **kwargs)
+
+    def recording_fresh(ctx, seed):
+        stack = real_fresh(ctx, seed)
+        random_starts.append(clone(stack))
+        return stack
+
+    monkeypatch.setattr(pretrain_module, "fit_autoencoder", recording_fit)
+    monkeypatch.setattr(arms, "fresh_stack", recording_fresh)
+    small = dict(TINY, seeds=[1], data={"dataset": "digits", "budgets": [5]}, arms=["pretrained", "random"])
+    run_pipeline(from_dict(small), tmp_path / "contract", device="cpu", progress=False)
+    assert len(pretrain_starts) == 2 and random_starts, (len(pretrain_starts), len(random_starts))
+    for k, start in enumerate(pretrain_starts):
+        for name, t in start.items():
+            assert torch.equal(random_starts[0][f"layers.{k}.{name}"], t), f"layer {k + 1} {name} differs"
+
+
+def test_random_stack_takes_a_config_or_its_fields():
+    """StackedEncoder.random reads layer settings from a PretrainConfig or from its fields, not both."""
     import torch
 
     from stacked_ae import PretrainConfig, StackedEncoder
-    from stacked_ae.core.pretrain_config import layer_seed
     cfg = PretrainConfig(epochs=2, batch_size=64, noise=0.2)
     fresh = StackedEncoder.random(64, [24, 12], seed=1, config=cfg)
     assert torch.equal(fresh.layers[0].encoder.linear.weight,
@@ -112,9 +141,6 @@ def test_random_arm_starts_from_the_weights_pretraining_started_from(tiny_run):
                        .layers[0].encoder.linear.weight)
     with pytest.raises(TypeError, match="config or settings"):
         StackedEncoder.random(64, [24, 12], config=cfg, noise=0.3)
-    layer0 = cfg.make_layer(0, 64, 24, 2, seed=1, inputs_in_unit_interval=True)
-    assert torch.equal(fresh.layers[0].encoder.linear.weight, layer0.encoder.linear.weight)
-    assert layer_seed(1, 0) != layer_seed(0, 0)
 
 
 def test_rerun_after_completion_trains_nothing(tiny_run):
