@@ -170,7 +170,8 @@ def find_idx_files(name: str, root: str | os.PathLike | None) -> dict[str, Path]
         f"{name}: the IDX files {', '.join(IDX_FILES.values())} (raw or .gz) were not found. Looked in:\n  "
         f"{where}\nProvide them with a data root (root=..., --data-root DIR or ${DATA_ENV}) pointing at a "
         f"folder that holds them, or at torchvision's layout ROOT/{FOLDERS[name][0]}/raw/; "
-        f"or pass download=True where the internet is reachable.")
+        f"or download them where the internet is reachable (download=True; in a pipeline: "
+        f"--set data.download=true).")
 
 
 def _download(name: str, root: Path) -> None:
@@ -186,7 +187,8 @@ def load_idx_dataset(name: str, root=None, download: bool = False, n_classes: in
     Labels must lie in [0, n_classes)."""
     if download:
         if root is None and not os.environ.get(DATA_ENV):
-            raise ValueError(f"download=True needs a data root to download into (root=... or ${DATA_ENV})")
+            raise ValueError(f"downloading needs a data root to download into (root=..., --data-root DIR or "
+                             f"${DATA_ENV})")
         _download(name, Path(root if root is not None else os.environ[DATA_ENV]))
     paths = find_idx_files(name, root)
     arrays = {key: read_idx(path) for key, path in paths.items()}
@@ -265,7 +267,8 @@ def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray |
         frame = frame.drop(columns=[label_column])
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        hint = "" if y is not None else f" (and no label column {label_column!r}; name it with label_column=...)"
+        hint = "" if y is not None else (f" (and no label column {label_column!r}; name it with label_column=..., "
+                                         f"or --set data.label_column=... in a pipeline)")
         raise DataFormatError(f"{path}: feature columns must be numeric; non-numeric: {non_numeric[:5]}{hint}")
     X = frame.to_numpy(dtype=np.float64)
     too_large = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max)
@@ -378,7 +381,8 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
         X, y = read_table(name, label_column)
         if y is None:
             raise DataFormatError(f"{name}: no label column {label_column!r} (or array 'y' in a .npz); "
-                                  f"name the label column with label_column=...")
+                                  f"name the label column with label_column=... (in a pipeline: "
+                                  f"--set data.label_column=...)")
         _check_table(X, np.asarray(y), name)
         y, classes = _encode_labels(np.asarray(y), name)
         return _split_all(X, y, None, classes, Path(name).stem, val_size, test_size, seed, scale_source=name)
@@ -400,16 +404,19 @@ def _split_all(X, y, image_shape, classes, name, val_size, test_size, seed, scal
     return _to_dataset((X_tr, y[tr], X_va, y[va], X_te, y[te]), image_shape, classes, name)
 
 
-def labeled_subset(y: torch.Tensor, per_class: int | str, seed: int) -> torch.Tensor:
-    """Indices of `per_class` examples of each class drawn by `seed` ("all": every index)."""
+def labeled_subset(y: torch.Tensor, per_class: int | str, seed: int, *, at_most: bool = False) -> torch.Tensor:
+    """Indices of `per_class` examples of each class drawn by `seed` ("all": every index).
+
+    A class with fewer examples is an error, or, with `at_most=True`, contributes all it has."""
     if per_class == "all":
         return torch.arange(len(y))
     counts = torch.bincount(y)
     smallest = int(counts[counts > 0].min())
-    if per_class > smallest:
+    if per_class > smallest and not at_most:
         raise ValueError(f"label budget {per_class} per class exceeds the smallest class in the training "
                          f"split ({smallest} examples)")
     rng = np.random.default_rng(seed)
     y_np = y.cpu().numpy()
-    picks = [rng.choice(np.flatnonzero(y_np == c), per_class, replace=False) for c in np.unique(y_np)]
+    picks = [rng.choice(members, min(per_class, len(members)), replace=False)
+             for members in (np.flatnonzero(y_np == c) for c in np.unique(y_np))]
     return torch.from_numpy(np.sort(np.concatenate(picks)))

@@ -17,6 +17,7 @@ import torch
 from ..core.data import Dataset
 from ..core.model import CheckpointError, StackedEncoder
 from ..core.pretrain import greedy_pretrain
+from ..core.pretrain_config import LAYER_FIELDS
 from ..core.train import (
     TrainingDiverged,
     evaluate_classifier,
@@ -41,18 +42,23 @@ class RunContext:
     device: torch.device
     progress: bool
     stacks: dict           # seed -> pretrained StackedEncoder, kept in memory once trained or loaded
+    data_id: str = ""      # content hash of the data split (rundir.dataset_fingerprint)
 
 
-def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor) -> tuple[dict, list[dict]]:
-    """Train and test one arm; returns (metrics for results.csv, per-epoch history rows)."""
+def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor,
+              val_subset: torch.Tensor) -> tuple[dict, list[dict]]:
+    """Train and test one arm; returns (metrics for results.csv, per-epoch history rows).
+
+    `subset` indexes the labeled training examples, `val_subset` the validation examples that model
+    selection may use (classification; reconstruction selects on the whole validation split)."""
     if ctx.cfg.task == "reconstruction":
         if arm == "pca":
             return pca_reconstruction(ctx), []
         return finetune_autoencoder(ctx, seed, budget, arm)
     if arm in SKLEARN_ARMS:
-        (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset), []
+        (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset, val_subset), []
     else:
-        metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset)
+        metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset, val_subset)
     write_npy(ctx.run.predictions_path(seed, budget, arm), predictions)
     return metrics, history
 
@@ -63,7 +69,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     """Greedy pretraining of one seed on all training images (labels unused); computed once, cached."""
     if seed in ctx.stacks:
         return ctx.stacks[seed]
-    key, stamp = f"pretrain_seed{seed}", pretrain_fingerprint(ctx.cfg, seed)
+    key, stamp = f"pretrain_seed{seed}", pretrain_fingerprint(ctx.cfg, seed, ctx.data_id)
     record = ctx.run.load_stage(key, stamp)
     path = ctx.run.encoder_path(seed)
     if record is not None and (record["status"] != "ok" or path.is_file()):
@@ -89,35 +95,34 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     return stack
 
 
-# Settings added after run folders were first written enter a fingerprint only when they differ
-# from their default: run folders written before them keep their finished stages.
-LATER_SETTINGS = {"pretrain": {"precision": "fp32"},
-                  "finetune": {"precision": "fp32", "dropout": 0.0, "input_dropout": 0.0}}
+# Bumped whenever the code changes what a stage computes from the same settings (seed streams, the
+# validation protocol): stages recorded under another protocol are recomputed, never silently reused.
+PROTOCOL = 2
 
 
-def _fingerprinted(cfg: PipelineConfig) -> dict:
+def pretrain_fingerprint(cfg: PipelineConfig, seed: int, data_id: str) -> str:
+    """What pretraining depends on: the data (its content), the model, [pretrain] and the seed."""
     settings = cfg.to_dict()
-    for section, defaults in LATER_SETTINGS.items():
-        for key, default in defaults.items():
-            if key in settings[section] and settings[section][key] == default:
-                del settings[section][key]
-    return settings
+    return fingerprint({"protocol": PROTOCOL, "data": data_id, "model": settings["model"],
+                        "pretrain": settings["pretrain"], "seed": seed})
 
 
-def pretrain_fingerprint(cfg: PipelineConfig, seed: int) -> str:
-    """What pretraining depends on: the data split, the model, [pretrain] and the seed."""
-    settings = _fingerprinted(cfg)
-    data = {k: v for k, v in settings["data"].items() if k != "budgets"}
-    return fingerprint({"data": data, "model": settings["model"], "pretrain": settings["pretrain"], "seed": seed,
-                        "task": settings["task"]})
-
-
-def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str) -> str:
-    """What an arm depends on: every setting but the lists of seeds, budgets and arms, the name and
-    the published figures."""
-    settings = {k: v for k, v in _fingerprinted(cfg).items() if k not in ("name", "seeds", "arms", "reference")}
-    settings["data"] = {k: v for k, v in settings["data"].items() if k != "budgets"}
-    return fingerprint({**settings, "seed": seed, "budget": budget, "arm": arm})
+def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> str:
+    """What an arm depends on, and nothing more: a [pretrain] edit leaves the baselines and a [finetune]
+    edit leaves pretraining alone. The random arm starts from pretraining's initial weights, so it
+    depends on the layer settings of [pretrain] but not on how pretraining trains."""
+    settings = cfg.to_dict()
+    depends = {"protocol": PROTOCOL, "data": data_id, "task": cfg.task, "seed": seed, "budget": budget, "arm": arm}
+    if cfg.task == "classification":
+        depends["val_per_class"] = settings["data"]["val_per_class"]
+    if arm in SKLEARN_ARMS:
+        if arm != "logreg":
+            depends["code_width"] = cfg.model.sizes[-1]
+        return fingerprint(depends)
+    depends.update(model=settings["model"], finetune=settings["finetune"], pretrain=settings["pretrain"])
+    if arm not in NEEDS_PRETRAINING:
+        depends["pretrain"] = {k: v for k, v in settings["pretrain"].items() if k in LAYER_FIELDS}
+    return fingerprint(depends)
 
 
 def load_cached_encoder(ctx: RunContext, path) -> StackedEncoder:
@@ -189,16 +194,18 @@ def _fit_summary(rows: list[dict]) -> dict:
     return {"epochs_trained": len(rows), "best_epoch": best[0] if best else len(rows)}
 
 
-def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor):
+def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor, val_subset: torch.Tensor):
     """pretrained / random: fine-tune the whole network (with [finetune] dropout); frozen: train the head
-    only, on codes computed once (a linear probe: no dropout)."""
+    only, on codes computed once (a linear probe: no dropout). Early stopping and the learning rate are
+    chosen on the validation examples of `val_subset` only."""
     d, f = ctx.data, ctx.cfg.finetune
     X, y = d.X_train[subset.to(ctx.device)], d.y_train[subset.to(ctx.device)]
+    X_val, y_val = d.X_val[val_subset.to(ctx.device)], d.y_val[val_subset.to(ctx.device)]
 
     frozen_codes = None
     if arm == "frozen":   # a fixed feature map: encode once, train the head on the codes
         stack = pretrain_stage(ctx, seed)
-        frozen_codes = (stack.encode(X).to(ctx.device), stack.encode(d.X_val).to(ctx.device))
+        frozen_codes = (stack.encode(X).to(ctx.device), stack.encode(X_val).to(ctx.device))
 
     drop = {} if arm == "frozen" else {"dropout": f.dropout, "input_dropout": f.input_dropout}
 
@@ -206,12 +213,12 @@ def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
         model = starting_stack(ctx, seed, arm).classifier(d.n_classes, seed=seed, freeze=arm == "frozen", **drop)
         train_cfg = ctx.cfg.finetune.train_config(lr)
         if frozen_codes is None:
-            rows = fit_classifier(model, X, y, train_cfg, X_val=d.X_val, y_val=d.y_val, seed=seed,
+            rows = fit_classifier(model, X, y, train_cfg, X_val=X_val, y_val=y_val, seed=seed,
                                   stage=f"{arm} lr={lr:g}", progress=ctx.progress)
         else:   # model.head is trained in place: the same updates as the full frozen network
             rows = fit_classifier(model.head, frozen_codes[0], y, train_cfg, X_val=frozen_codes[1],
-                                  y_val=d.y_val, seed=seed, stage=f"{arm} lr={lr:g}", progress=ctx.progress)
-        val = evaluate_classifier(model, d.X_val, d.y_val)
+                                  y_val=y_val, seed=seed, stage=f"{arm} lr={lr:g}", progress=ctx.progress)
+        val = evaluate_classifier(model, X_val, y_val)
         summary = {"val_error": val["error"], "val_loss": val["loss"], **_fit_summary(rows)}
         return model, rows, summary, (val["error"], val["loss"])
 
@@ -249,22 +256,36 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor):
-    """Logistic regression on raw pixels, or on PCA to the top layer's width (PCA fit on all images)."""
+# Inverse regularisation strengths tried by the logistic-regression baselines, chosen on validation
+# like the networks' learning rates.
+C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor, val_subset: torch.Tensor):
+    """Logistic regression on raw pixels, or on PCA to the top layer's width (PCA fit on all training
+    images, labels unused, as pretraining is); C chosen from C_GRID on the validation examples of
+    `val_subset` (lowest error, then lowest loss; ties: the smaller C)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     d = ctx.data
-    X_train, X_val, X_test = _numpy(d.X_train), _numpy(d.X_val), _numpy(d.X_test)
+    val_idx = _numpy(val_subset)
+    X_train, X_val, X_test = _numpy(d.X_train), _numpy(d.X_val)[val_idx], _numpy(d.X_test)
     if arm == "pca-logreg":
         pca = PCA(n_components=min(ctx.cfg.model.sizes[-1], *X_train.shape), random_state=seed).fit(X_train)
         X_train, X_val, X_test = pca.transform(X_train), pca.transform(X_val), pca.transform(X_test)
     idx = _numpy(subset)
-    clf = LogisticRegression(max_iter=1000, random_state=seed).fit(X_train[idx], _numpy(d.y_train)[idx])
-    val_proba = _full_proba(clf, X_val, d.n_classes)
+    y_val, y_test = _numpy(d.y_val)[val_idx], _numpy(d.y_test)
+    best = None
+    for C in C_GRID:
+        clf = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(X_train[idx], _numpy(d.y_train)[idx])
+        val_proba = _full_proba(clf, X_val, d.n_classes)
+        key = (float((val_proba.argmax(1) != y_val).mean()), _nll(val_proba, y_val))
+        if best is None or key < best[0]:
+            best = (key, C, clf)
+    (val_error, val_loss), C, clf = best
     test_proba = _full_proba(clf, X_test, d.n_classes)
-    y_val, y_test = _numpy(d.y_val), _numpy(d.y_test)
     predictions = test_proba.argmax(1).astype(np.int64)
-    metrics = {"val_error": float((val_proba.argmax(1) != y_val).mean()), "val_loss": _nll(val_proba, y_val),
+    metrics = {"C": C, "val_error": val_error, "val_loss": val_loss,
                "test_error": float((predictions != y_test).mean()), "test_loss": _nll(test_proba, y_test)}
     return metrics, predictions
 
@@ -281,14 +302,11 @@ def _nll(proba: np.ndarray, y: np.ndarray) -> float:
 
 
 def pca_reconstruction(ctx: RunContext) -> dict:
-    """PCA with as many components as the code width (Hinton & Salakhutdinov 2006, Fig. 2)."""
+    """PCA with as many components as the code width (Hinton & Salakhutdinov 2006, Fig. 2), fit on the
+    training images. Only `test_sse` is reported: the networks' `val_loss` / `test_loss` are their
+    training loss (cross-entropy for sigmoid outputs), which a squared error would not be comparable to."""
     from sklearn.decomposition import PCA
     d = ctx.data
-    X_train, X_val, X_test = _numpy(d.X_train), _numpy(d.X_val), _numpy(d.X_test)
+    X_train, X_test = _numpy(d.X_train), _numpy(d.X_test)
     pca = PCA(n_components=min(ctx.cfg.model.sizes[-1], *X_train.shape), svd_solver="full").fit(X_train)
-
-    def sse(X):
-        return float(((pca.inverse_transform(pca.transform(X)) - X) ** 2).sum(1).mean())
-
-    return {"val_loss": float(sse(X_val) / X_val.shape[1]), "test_loss": float(sse(X_test) / X_test.shape[1]),
-            "test_sse": sse(X_test)}
+    return {"test_sse": float(((pca.inverse_transform(pca.transform(X_test)) - X_test) ** 2).sum(1).mean())}

@@ -4,6 +4,7 @@
 `PipelineConfig`. Tables map one-to-one onto the dataclasses below; unknown keys, wrong
 types and impossible values raise `ConfigError` naming the dotted key before any training.
 """
+import copy
 import dataclasses
 import json
 import math
@@ -17,7 +18,7 @@ from typing import Union
 from ..core.data import KNOWN_DATASETS, USER_SUFFIXES
 from ..core.layers import ACTIVATIONS
 from ..core.model import check_dropout
-from ..core.pretrain import PretrainConfig
+from ..core.pretrain_config import PretrainConfig
 from ..core.train import TrainConfig
 
 TASKS = ("classification", "reconstruction")
@@ -37,6 +38,8 @@ class DataConfig:
     test_size: int | float = 0.25      # digits and user files only; MNIST keeps its 10,000 test images
     split_seed: int = 0                # the train/val/test split is the same for every seed
     budgets: tuple[int | str, ...] = ("all",)   # labels per class for fine-tuning; "all" = every label
+    val_per_class: int | str = "budget"   # validation labels per class for model selection: "budget" (as many
+    #                                       as the training budget), a count, or "all" (the whole split)
     label_column: str = "label"        # user tables: the column holding the class
     download: bool = False             # let torchvision download mnist/fashion-mnist into root
 
@@ -56,6 +59,11 @@ class DataConfig:
                                   f"\"all\", got {b!r}")
         if len(set(self.budgets)) != len(self.budgets):
             raise ConfigError(f"data.budgets has duplicates: {list(self.budgets)}")
+        v = self.val_per_class
+        if v not in ("budget", "all") and (isinstance(v, (str, bool)) or v < 1):
+            raise ConfigError(f"data.val_per_class must be \"budget\" (as many validation labels per class as "
+                              f"training labels), \"all\" (the whole validation split) or a positive count; "
+                              f"got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -352,12 +360,35 @@ def load_config(path, overrides: list[str] = ()) -> PipelineConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read pipeline file ({err})") from None
     raw = parse_toml(text, str(path))
+    _resolve_data_paths(raw, path.parent)
+    if not overrides:
+        try:
+            return from_dict(raw)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    try:
+        from_dict(copy.deepcopy(raw))   # the file alone: its own errors are blamed on it
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     for override in overrides:
         apply_override(raw, override)
     try:
         return from_dict(raw)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    except ConfigError as err:   # the file was fine: an override broke it
+        raise ConfigError(f"--set {' --set '.join(overrides)}: {err}") from None
+
+
+def _resolve_data_paths(raw: dict, folder: Path) -> None:
+    """Relative `data.dataset` files and `data.root` in a pipeline file are relative to the file's folder,
+    so the file runs the same from any working directory (overrides stay relative to the working directory)."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    dataset, root = data.get("dataset"), data.get("root")
+    if isinstance(dataset, str) and dataset.lower().endswith(USER_SUFFIXES) and not Path(dataset).is_absolute():
+        data["dataset"] = str(folder / dataset)
+    if isinstance(root, str) and root and not Path(root).is_absolute():
+        data["root"] = str(folder / root)
 
 
 def apply_override(raw: dict, override: str) -> None:

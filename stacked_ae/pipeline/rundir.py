@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "subset_hash", "lr",
-                  "epochs_trained", "best_epoch", "val_error", "val_loss", "test_error", "test_loss", "test_sse",
-                  "wall_seconds"]
+RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "n_val_labeled",
+                  "subset_hash", "lr", "C", "epochs_trained", "best_epoch", "val_error", "val_loss", "test_error",
+                  "test_loss", "test_sse", "wall_seconds"]
 HISTORY_COLUMNS = ["seed", "budget", "arm", "lr", "epoch", "train_loss", "val_loss", "val_error", "selected"]
 PRETRAIN_COLUMNS = ["seed", "layer", "epoch", "train_loss", "val_loss"]
 
@@ -64,6 +64,17 @@ def subset_hash(indices) -> str:
     return hashlib.sha256(arr.tobytes()).hexdigest()[:12]
 
 
+def dataset_fingerprint(data) -> str:
+    """A short hash of a Dataset's contents (every split, features and labels): the identity of the data,
+    whatever file or path it came from."""
+    digest = hashlib.sha256()
+    for name in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
+        array = getattr(data, name).detach().cpu().contiguous().numpy()
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(settings: dict) -> str:
     """A short hash of the settings a stage depends on (JSON, sorted keys)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -76,8 +87,9 @@ def budget_label(budget) -> str:
 class RunDir:
     """Paths and the stage cache of one run directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, provenance: dict | None = None):
         self.root = Path(root)
+        self.provenance = provenance or {}   # stacked_ae_version and git_commit, kept in every stage record
 
     def stage_path(self, key: str) -> Path:
         return self.root / "stages" / f"{key}.json"
@@ -104,7 +116,7 @@ class RunDir:
         return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
 
     def save_stage(self, key: str, record: dict, fingerprint: str) -> None:
-        write_json(self.stage_path(key), {**record, "fingerprint": fingerprint})
+        write_json(self.stage_path(key), {**record, **self.provenance, "fingerprint": fingerprint})
 
     def stage_records(self, prefix: str) -> list[dict]:
         folder = self.root / "stages"
@@ -145,7 +157,8 @@ def write_tables(run: RunDir, seeds: list[int], budgets: list, arms: list[str]) 
         if record["seed"] in seeds_set:
             pretrain += record.get("history", [])
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    results = results.astype({"epochs_trained": "Int64", "best_epoch": "Int64"})   # counts, empty for sklearn arms
+    # counts: empty for scikit-learn arms (epochs) and for rows written before the column existed (n_val_labeled)
+    results = results.astype({"epochs_trained": "Int64", "best_epoch": "Int64", "n_val_labeled": "Int64"})
     if len(results):
         results = _order(results, arms, budgets)
     write_csv(run.root / "results.csv", results)

@@ -24,11 +24,12 @@ import pandas as pd
 import torch
 
 from ..core.data import Dataset, labeled_subset, load_dataset
+from ..core.seeds import derive_seed
 from ..core.train import TrainingDiverged, resolve_device
 from ..core.version import __version__
 from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, arm_fingerprint, pretrain_stage, train_arm
 from .config import ConfigError, PipelineConfig, from_dict
-from .rundir import RunDir, atomic_write, budget_label, subset_hash, write_json, write_tables
+from .rundir import RunDir, atomic_write, budget_label, dataset_fingerprint, subset_hash, write_json, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,28 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
 
     `threads` sets torch's CPU threads for the run: an int, "auto" (see `auto_threads`), or
     None to leave torch's setting alone."""
-    run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name)
-    prepare_run_dir(run, cfg, force)
+    run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name,
+                 provenance={"stacked_ae_version": __version__, "git_commit": _git_commit()})
+    check_run_dir(run)
     device = resolve_device(device)
+    data = check_data(cfg, data_root)     # bad data fails here, before anything is written
+    prepare_run_dir(run, cfg, force)
+    data_id = dataset_fingerprint(data)
+    _write_start(run, cfg, data, device, data_id)
+    ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
+    stages = [(seed, budget, arm) for seed in cfg.seeds for budget in cfg.data.budgets for arm in cfg.arms]
+    previous_threads = torch.get_num_threads()
     if device.type == "cpu" and threads is not None:
         torch.set_num_threads(threads if threads != "auto" else auto_threads(cfg))
-    data = _load_data(cfg, data_root)
-    check_budgets(cfg, data)
-    _write_start(run, cfg, data, device)
-    ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {})
-    stages = [(seed, budget, arm) for seed in cfg.seeds for budget in cfg.data.budgets for arm in cfg.arms]
-    from tqdm.auto import tqdm
-    bar = tqdm(stages, desc=cfg.name, unit="stage", disable=not progress)
-    for seed, budget, arm in bar:
-        bar.set_postfix_str(f"seed {seed}, budget {budget_label(budget)}, {arm}")
-        run_stage(ctx, seed, budget, arm)
-    bar.close()
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(stages, desc=cfg.name, unit="stage", disable=not progress)
+        for seed, budget, arm in bar:
+            bar.set_postfix_str(f"seed {seed}, budget {budget_label(budget)}, {arm}")
+            run_stage(ctx, seed, budget, arm)
+        bar.close()
+    finally:   # the caller's thread setting is theirs: restore it, also after an error or Ctrl-C
+        torch.set_num_threads(previous_threads)
     results = write_tables(run, list(cfg.seeds), list(cfg.data.budgets), list(cfg.arms))
     _write_finish(run)
     return results
@@ -75,14 +82,18 @@ def auto_threads(cfg: PipelineConfig) -> int:
     return 1 if max(cfg.model.sizes) <= 256 else torch.get_num_threads()
 
 
+def check_run_dir(run: RunDir) -> None:
+    if run.root.exists() and not run.root.is_dir():
+        raise RunDirError(f"{run.root}: exists and is not a folder")
+
+
 def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
     """Create the folder or resume in it; --force starts over.
 
     A finished stage is reused only while the settings it depends on are unchanged (each
     stage record carries their fingerprint): after an edit, only the affected stages rerun."""
     config_path = run.root / "config.json"
-    if run.root.exists() and not run.root.is_dir():
-        raise RunDirError(f"{run.root}: exists and is not a folder")
+    check_run_dir(run)
     if config_path.is_file() and not force:
         try:
             previous = json.loads(config_path.read_text())
@@ -128,6 +139,13 @@ def _load_data(cfg: PipelineConfig, data_root) -> Dataset:
     d = cfg.data
     return load_dataset(d.dataset, data_root if data_root is not None else d.root, val_size=d.val_size,
                         test_size=d.test_size, seed=d.split_seed, download=d.download, label_column=d.label_column)
+
+
+def check_data(cfg: PipelineConfig, data_root=None) -> Dataset:
+    """Load the pipeline's data and check its label budgets against it (what `sae validate` can check)."""
+    data = _load_data(cfg, data_root)
+    check_budgets(cfg, data)
+    return data
 
 
 def check_budgets(cfg: PipelineConfig, data: Dataset) -> None:
@@ -182,7 +200,7 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device) -> None:
+def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device, data_id: str) -> None:
     previous = _read_manifest(run)
     command, commit, dirty = _command(), _git_commit(), _git_dirty()
     manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,
@@ -196,10 +214,11 @@ def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.
                                  "git_dirty": dirty}],
                 "dataset": {"name": data.name, "n_train": len(data.X_train), "n_val": len(data.X_val),
                             "n_test": len(data.X_test), "n_features": data.n_features,
-                            "image_shape": list(data.image_shape or []), "classes": list(data.classes)}}
+                            "image_shape": list(data.image_shape or []), "classes": list(data.classes),
+                            "fingerprint": data_id}}
     write_json(run.root / "manifest.json", manifest)
-    if not (run.root / "samples.npz").is_file():
-        _write_samples(run, data)
+    if _samples_fingerprint(run) != data_id:   # missing, or drawn from other data: the figures would be stale
+        _write_samples(run, data, data_id)
 
 
 def _read_manifest(run: RunDir) -> dict:
@@ -209,10 +228,20 @@ def _read_manifest(run: RunDir) -> dict:
         return {}
 
 
-def _write_samples(run: RunDir, data: Dataset, n: int = 2000) -> None:
+def _samples_fingerprint(run: RunDir) -> str | None:
+    """The data fingerprint samples.npz was drawn from (None when missing, unreadable or older)."""
+    try:
+        with np.load(run.root / "samples.npz", allow_pickle=False) as samples:
+            return str(samples["data_fingerprint"]) if "data_fingerprint" in samples.files else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_samples(run: RunDir, data: Dataset, data_id: str, n: int = 2000) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, X=data.X_test[:n].numpy(), y=data.y_test[:n].numpy(), y_test=data.y_test.numpy(),
-             image_shape=np.array(data.image_shape or [], dtype=np.int64), classes=np.array(data.classes))
+                        image_shape=np.array(data.image_shape or [], dtype=np.int64), classes=np.array(data.classes),
+                        data_fingerprint=np.array(data_id))
     atomic_write(run.root / "samples.npz", buffer.getvalue())
 
 
@@ -232,20 +261,23 @@ def _write_finish(run: RunDir) -> None:
 
 def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     """One arm at one seed and budget; returns its results row (from cache when finished)."""
-    key, stamp = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}", arm_fingerprint(ctx.cfg, seed, budget, arm)
+    key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+    stamp = arm_fingerprint(ctx.cfg, seed, budget, arm, ctx.data_id)
     record = ctx.run.load_stage(key, stamp)
     if record is not None:
         return record["result"]
-    subset = labeled_subset(ctx.data.y_train.cpu(), budget, seed=subset_seed(seed, budget))
+    subset = labeled_subset(ctx.data.y_train.cpu(), budget, seed=derive_seed(seed, "labeled_subset", _key(budget)))
+    val_subset = validation_subset(ctx.data.y_val.cpu(), ctx.cfg, seed, budget)
     row = {"task": ctx.cfg.task, "seed": seed, "budget": budget_label(budget), "arm": arm, "status": "ok",
-           "message": "", "n_labeled": len(subset), "subset_hash": subset_hash(subset.numpy())}
+           "message": "", "n_labeled": len(subset), "n_val_labeled": len(val_subset),
+           "subset_hash": subset_hash(subset.numpy())}
     history = []
     start = time.perf_counter()
     try:
         if arm in NEEDS_PRETRAINING:
             pretrain_stage(ctx, seed)          # a stage of its own, timed apart from the arm
             start = time.perf_counter()
-        metrics, history = train_arm(ctx, seed, budget, arm, subset)
+        metrics, history = train_arm(ctx, seed, budget, arm, subset, val_subset)
         row.update(metrics)
     except TrainingDiverged as err:
         row.update(status="failed", message=str(err))
@@ -254,9 +286,21 @@ def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     for row_h in history:
         row_h.update(seed=seed, budget=budget_label(budget), arm=arm)
     ctx.run.save_stage(key, {"result": row, "history": history}, stamp)
+    log.info("seed %s, budget %s, %s: %s in %.1f s", seed, budget_label(budget), arm, row["status"],
+             row["wall_seconds"])
     return row
 
 
-def subset_seed(seed: int, budget) -> int:
-    """The labeled subset depends on seed and budget only, never on the arm."""
-    return seed * 100_003 + (0 if budget == "all" else int(budget))
+def _key(budget) -> int:
+    return 0 if budget == "all" else int(budget)
+
+
+def validation_subset(y_val: torch.Tensor, cfg: PipelineConfig, seed: int, budget) -> torch.Tensor:
+    """Indices of the validation examples that model selection may use at this budget: as many per class
+    as a user with this budget could have (`data.val_per_class`), drawn by seed and budget, the same for
+    every arm. Reconstruction selects on the whole validation split (it needs no labels)."""
+    per_class = cfg.data.val_per_class
+    if cfg.task == "reconstruction" or per_class == "all" or (per_class == "budget" and budget == "all"):
+        return torch.arange(len(y_val))
+    k = budget if per_class == "budget" else per_class
+    return labeled_subset(y_val, k, seed=derive_seed(seed, "val_subset", _key(budget)), at_most=True)

@@ -277,28 +277,129 @@ def test_force_starts_over(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["quickstart", "mnist-sdae", "mnist-deep-ae", "mnist-2d", "fashion-mnist-sdae"])
-def test_shipped_reports_stay_resumable(name):
-    """Every stage of the shipped run folders still matches the fingerprint of the config it ran with
-    (config.json, read by today's code): settings added later, at their defaults, leave finished
-    stages valid. The run is of the shipped pipeline file (same data and model)."""
-    from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
+def test_shipped_run_folders_still_load_with_todays_code(name):
+    """The committed run folders' config.json files read with today's code (settings added later take their
+    defaults) and describe the shipped pipeline's data and model, so `sae run` can resume them in place."""
     from stacked_ae.pipeline.config import load_config
     root = Path(__file__).resolve().parents[2]
     cfg = from_dict(json.loads((root / "reports" / name / "config.json").read_text()))
     shipped = load_config(root / "pipelines" / f"{name}.toml")
-    assert (cfg.data, cfg.model, cfg.name) == (shipped.data, shipped.model, shipped.name)
-    stages = sorted((root / "reports" / name / "stages").glob("*.json"))
-    assert stages, f"reports/{name}/stages is empty"
-    for path in stages:
-        record = json.loads(path.read_text())
-        kind, seed, *rest = path.stem.split("_", 3)
-        seed = int(seed.removeprefix("seed"))
-        if kind == "pretrain":
-            want = pretrain_fingerprint(cfg, seed)
-        else:
-            budget = rest[0].removeprefix("budget")
-            want = arm_fingerprint(cfg, seed, "all" if budget == "all" else int(budget), rest[1])
-        assert record["fingerprint"] == want, path.name
+    assert (cfg.data.dataset, cfg.data.split_seed, cfg.model, cfg.name) == \
+        (shipped.data.dataset, shipped.data.split_seed, shipped.model, shipped.name)
+    assert sorted((root / "reports" / name / "stages").glob("*.json")), f"reports/{name}/stages is empty"
+
+
+def _fingerprints(settings: dict, data_id: str = "d") -> dict:
+    from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
+    cfg = from_dict(settings)
+    stamps = {arm: arm_fingerprint(cfg, 0, 5, arm, data_id) for arm in cfg.arms}
+    return {"pretrain": pretrain_fingerprint(cfg, 0, data_id), **stamps}
+
+
+def test_fingerprints_cover_what_each_stage_depends_on_and_nothing_else():
+    """A [pretrain] training edit reruns pretraining and the arms built on it, never the random arm or the
+    baselines; a [pretrain] layer edit reaches the random arm too; [finetune] never reaches pretraining or
+    the baselines; new data (another content hash) reruns everything; the lists of seeds and budgets do not."""
+    base = dict(TINY, arms=["pretrained", "random", "frozen", "logreg", "pca-logreg"])
+    before = _fingerprints(base)
+
+    def changed(settings=None, data_id="d"):
+        after = _fingerprints(settings or base, data_id)
+        return {stage for stage in before if after[stage] != before[stage]}
+
+    assert changed(dict(base, pretrain=dict(base["pretrain"], epochs=3))) == {"pretrain", "pretrained", "frozen"}
+    assert changed(dict(base, pretrain=dict(base["pretrain"], tied=True))) == {
+        "pretrain", "pretrained", "frozen", "random"}
+    assert changed(dict(base, finetune=dict(base["finetune"], epochs=9))) == {"pretrained", "frozen", "random"}
+    assert changed(dict(base, data=dict(base["data"], val_per_class="all"))) == {
+        "pretrained", "frozen", "random", "logreg", "pca-logreg"}
+    assert changed(dict(base, model={"sizes": [24, 10]})) == set(before) - {"logreg"}   # pixels need no model
+    assert changed(data_id="other") == set(before)
+    assert changed(dict(base, seeds=[0, 5], data=dict(base["data"], budgets=[5, 20]))) == set()
+
+
+def test_stages_of_another_protocol_are_recomputed(tmp_path, monkeypatch):
+    """A rerun reuses every finished stage; once the code's protocol changes (seed streams, validation), none."""
+    from stacked_ae.pipeline import arms
+    settings = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]}, arms=["pretrained", "logreg"])
+    run_dir = _run(settings, tmp_path / "run").parent
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")}
+    _run(settings, run_dir)
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")} == stamps
+    monkeypatch.setattr(arms, "PROTOCOL", arms.PROTOCOL + 1)
+    _run(settings, run_dir)
+    assert all(p.stat().st_mtime_ns != stamps[p.name] for p in (run_dir / "stages").glob("*.json"))
+
+
+def test_stage_records_keep_the_version_and_commit_that_made_them(tiny_run):
+    """Each stage record names the stacked-ae version and the git commit (null outside git) it came from."""
+    from stacked_ae import __version__
+    records = [json.loads(p.read_text()) for p in (tiny_run[0] / "stages").glob("*.json")]
+    assert records and all(r["stacked_ae_version"] == __version__ and "git_commit" in r for r in records)
+
+
+def test_validation_labels_match_the_budget_and_are_shared_by_the_arms(tiny_run):
+    """val_per_class = "budget": at 5 labels per class model selection sees 5 validation labels per class
+    (at most what a class has), the same subset for every arm; at "all" the whole validation split."""
+    from stacked_ae.core.data import load_dataset
+    results = pd.read_csv(tiny_run[0] / "results.csv", dtype={"budget": str})
+    data = load_dataset("digits")
+    per_class = data.y_val.bincount(minlength=data.n_classes)
+    want = {"5": int(per_class.clamp(max=5).sum()), "all": len(data.y_val)}
+    for budget, group in results.groupby("budget"):
+        assert set(group["n_val_labeled"]) == {want[budget]}, (budget, sorted(set(group["n_val_labeled"])))
+
+
+def test_val_per_class_count_and_all(tmp_path):
+    """An integer k gives k validation labels per class at every budget; "all" the whole split."""
+    from stacked_ae.core.data import load_dataset
+    data = load_dataset("digits")
+    per_class = data.y_val.bincount(minlength=data.n_classes)
+    for setting, want in ((3, int(per_class.clamp(max=3).sum())), ("all", len(data.y_val))):
+        settings = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5, "all"], "val_per_class": setting},
+                        arms=["logreg"])
+        results = pd.read_csv(_run(settings, tmp_path / str(setting)))
+        assert set(results["n_val_labeled"]) == {want}, (setting, results["n_val_labeled"].tolist())
+
+
+def test_logreg_baselines_choose_C_on_validation(tiny_run):
+    """logreg and pca-logreg record the regularisation strength they selected, one of the grid's values."""
+    from stacked_ae.pipeline.arms import C_GRID
+    results = pd.read_csv(tiny_run[0] / "results.csv")
+    chosen = results[results["arm"].isin(["logreg", "pca-logreg"])]["C"]
+    assert len(chosen) and chosen.isin(C_GRID).all(), chosen.tolist()
+
+
+def test_samples_follow_the_data_split(tmp_path):
+    """samples.npz is redrawn when the split changes (else figures would show another test set)."""
+    import numpy as np
+    settings = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": ["all"]}, arms=["logreg"])
+    run_dir = _run(settings, tmp_path / "run").parent
+    first = np.load(run_dir / "samples.npz")["y_test"]
+    _run(dict(settings, data=dict(settings["data"], split_seed=1)), run_dir)
+    second = np.load(run_dir / "samples.npz")["y_test"]
+    predictions = np.load(run_dir / "predictions" / "seed0_budgetall_logreg.npy")
+    assert not np.array_equal(first, second)
+    assert (predictions == second).mean() > 0.8, "the predictions and samples.npz describe different test sets"
+
+
+def test_run_pipeline_restores_the_thread_count(tmp_path):
+    """`threads` applies to the run only: torch's setting is the caller's again afterwards."""
+    import torch
+    before = torch.get_num_threads()
+    settings = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": ["all"]}, arms=["random"])
+    run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False,
+                 threads=2 if before == 1 else 1)
+    assert torch.get_num_threads() == before
+
+
+def test_a_run_that_fails_before_its_first_stage_leaves_no_config(tmp_path):
+    """Bad data fails before the run folder is written, so the next good run does not see a changed config."""
+    from stacked_ae.core.data import DataNotFoundError
+    settings = dict(TINY, seeds=[0], data={"dataset": str(tmp_path / "missing.npz"), "budgets": ["all"]})
+    with pytest.raises(DataNotFoundError):
+        run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_finetune_dropout_reaches_the_fine_tuned_arms_only(tmp_path):
