@@ -1,7 +1,7 @@
 """The `sae` command (also `python -m stacked_ae`).
 
     sae run pipelines/quickstart.toml [--set pretrain.epochs=5] [--out DIR] [--force]
-    sae report runs/quickstart          sae validate FILE          sae datasets
+    sae report runs/quickstart          sae validate FILE...       sae datasets
     sae encode --model runs/x/encoders/seed0.pt --input X.npy --output codes.npy
 
 Bad input ends with a one-line error and exit status 2 (`--debug` shows the traceback).
@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from .core.version import __version__
+
 EXIT_USAGE = 2
 
 
@@ -21,41 +23,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae", description="Greedy layer-wise autoencoder pretraining, "
                                      "compared with random initialisation.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--version", action="version", version=f"sae (stacked-ae) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or resume) a pipeline file")
     run.add_argument("file", help="pipeline file (TOML)")
     _add_overrides(run)
     run.add_argument("--data-root", help="folder with the dataset files (else data.root or $STACKED_AE_DATA)")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                     help="where to train (default auto: cuda, then mps, then cpu)")
     run.add_argument("--precision", choices=["fp32", "bf16"],
                      help="shorthand for --set pretrain.precision=P --set finetune.precision=P (bf16: autocast "
                           "training steps; pays on GPUs and on CPUs with AMX)")
     run.add_argument("--out", help="run folder (default runs/<name>)")
     run.add_argument("--force", action="store_true", help="discard finished stages and start over")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress output (bars on a terminal, log lines "
+                     "otherwise)")
     run.add_argument("--threads", default="auto", help="CPU threads: a number, or auto (1 for networks no "
                      "wider than 256 units, else one per core)")
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
 
-    validate = sub.add_parser("validate", help="check a pipeline file without running it")
-    validate.add_argument("file")
+    validate = sub.add_parser("validate", help="check pipeline files (settings, data, label budgets) without "
+                              "running them")
+    validate.add_argument("files", nargs="+", metavar="file", help="pipeline files (TOML)")
     _add_overrides(validate)
+    validate.add_argument("--data-root", help="folder with the dataset files (else data.root or $STACKED_AE_DATA)")
 
     report = sub.add_parser("report", help="render report.md/report.html from run folders")
-    report.add_argument("run_dirs", nargs="+")
-    report.add_argument("--out", help="folder for a side-by-side report of several runs")
+    report.add_argument("run_dirs", nargs="+", metavar="run_dir", help="run folders (several: side by side)")
+    report.add_argument("--out", help="folder for a side-by-side report of several runs (default: "
+                        "comparison/ beside the first run)")
 
     datasets = sub.add_parser("datasets", help="list the known datasets and where each is looked for")
-    datasets.add_argument("--data-root")
+    datasets.add_argument("--data-root", help="folder with the dataset files (else $STACKED_AE_DATA)")
 
     encode = sub.add_parser("encode", help="encode a data file with a saved encoder")
     encode.add_argument("--model", required=True, help="encoder file (StackedEncoder.save, runs/*/encoders/*.pt)")
     encode.add_argument("--input", required=True, help=".npy, .npz, .csv or .parquet")
     encode.add_argument("--output", required=True, help=".npy or .parquet")
-    encode.add_argument("--batch-size", type=int, default=8192)
+    encode.add_argument("--batch-size", type=int, default=8192, help="rows encoded at a time (default 8192)")
     encode.add_argument("--label-column", default="label", help="column to drop from .csv/.parquet input")
-    encode.add_argument("--quiet", action="store_true")
+    encode.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -72,9 +80,12 @@ def cmd_run(args) -> int:
         overrides += [f"pretrain.precision={args.precision}", f"finetune.precision={args.precision}"]
     cfg = load_config(args.file, overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
+    bars = not args.quiet and sys.stderr.isatty()    # a log file gets plain lines, not redrawn bars
+    if not args.quiet and not bars:
+        _log_stages()
     try:
         results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
-                               progress=not args.quiet, threads=_threads(args.threads))
+                               progress=bars, threads=_threads(args.threads))
     except KeyboardInterrupt:
         again = "the same command without --force" if args.force else "the same command"   # --force would discard them
         print(f"\ninterrupted: finished stages are kept in {out}; run {again} again to resume", file=sys.stderr)
@@ -84,6 +95,15 @@ def cmd_run(args) -> int:
         report_path = _render(out)
     print(summarize(cfg, results, out, report_path))
     return 0
+
+
+def _log_stages() -> None:
+    """One plain line per finished stage on stderr (for logs and pipes, where progress bars are noise)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("stacked_ae.pipeline")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _threads(value: str) -> int | str:
@@ -103,7 +123,8 @@ def summarize(cfg, results, out: Path, report_path) -> str:
     """One screen: mean test metric per budget and arm, failures, where the report is."""
     metric = "test_sse" if cfg.task == "reconstruction" else "test_error"
     ok = results[results["status"] == "ok"]
-    lines = [f"{cfg.name}: {len(results)} stages ({len(ok)} ok) over seeds {list(cfg.seeds)}"]
+    lines = [f"{cfg.name}: {len(results)} stages ({len(ok)} ok) over {_plural(len(cfg.seeds), 'seed')} "
+             f"{list(cfg.seeds)}"]
     if len(ok):
         table = ok.assign(value=ok[metric].astype(float) * (100 if metric == "test_error" else 1))
         pivot = table.pivot_table(index="budget", columns="arm", values="value", aggfunc="mean", sort=False)
@@ -118,12 +139,33 @@ def summarize(cfg, results, out: Path, report_path) -> str:
     return "\n".join(lines)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def cmd_validate(args) -> int:
+    """Check each file: its settings, then its data and label budgets where the data can be found."""
+    from .core.data import DataNotFoundError
     from .pipeline.config import load_config
-    cfg = load_config(args.file, args.overrides)
-    print(f"{args.file}: ok ({cfg.task}, {len(cfg.seeds)} seeds, budgets {list(cfg.data.budgets)}, "
-          f"arms {list(cfg.arms)}, sizes {list(cfg.model.sizes)})")
-    return 0
+    from .pipeline.runner import check_data
+    failures = 0
+    for file in args.files:
+        try:
+            cfg = load_config(file, args.overrides)
+            try:
+                data = check_data(cfg, args.data_root)
+                found = f"data found: {len(data.X_train):,} training images, budgets fit"
+            except DataNotFoundError as err:
+                found = "data not checked: " + " ".join(str(err).split())
+        except (ValueError, OSError) as err:
+            if args.debug:
+                raise
+            failures += 1
+            print(f"sae: error: {_message(err)}", file=sys.stderr)
+            continue
+        print(f"{file}: ok ({cfg.task}, {_plural(len(cfg.seeds), 'seed')}, budgets {list(cfg.data.budgets)}, "
+              f"arms {list(cfg.arms)}, sizes {list(cfg.model.sizes)}; {found})")
+    return EXIT_USAGE if failures else 0
 
 
 def cmd_report(args) -> int:

@@ -118,3 +118,62 @@ def test_precision_flag_sets_both_stages_and_invalidates_their_cache(smoke_file,
     config = json.loads((out / "config.json").read_text())
     assert config["pretrain"]["precision"] == "bf16" and config["finetune"]["precision"] == "bf16"
     assert (out / "stages" / "pretrain_seed0.json").stat().st_mtime_ns != first
+
+
+def test_version_prints_the_package_version(capsys):
+    """`sae --version` names the installed version and exits 0."""
+    from stacked_ae import __version__
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"sae (stacked-ae) {__version__}"
+
+
+def test_validate_checks_several_files_and_their_label_budgets(smoke_file, tmp_path, capsys):
+    """Each file gets a line; budgets are checked against the data (digits: always found); one bad file → exit 2."""
+    too_big = tmp_path / "big.toml"
+    too_big.write_text(SMOKE.replace('budgets = [5, "all"]', 'budgets = [500]'))
+    one_seed = tmp_path / "one.toml"
+    one_seed.write_text(SMOKE.replace("seeds = [0, 1]", "seeds = [0]"))
+    assert main(["validate", str(smoke_file), str(one_seed), str(too_big)]) == 2
+    captured = capsys.readouterr()
+    assert "smoke.toml: ok (classification, 2 seeds" in captured.out and "budgets fit" in captured.out
+    assert "one.toml: ok (classification, 1 seed," in captured.out
+    assert "data.budgets: 500 labels per class" in captured.err
+
+
+def test_validate_says_when_it_could_not_look_at_the_data(tmp_path, capsys, monkeypatch):
+    """MNIST without a data root: the settings are ok, and the line says the data were not checked."""
+    monkeypatch.delenv("STACKED_AE_DATA", raising=False)
+    path = tmp_path / "m.toml"
+    path.write_text(SMOKE.replace('dataset = "digits"', 'dataset = "mnist"'))
+    assert main(["validate", str(path)]) == 0
+    assert "data not checked: mnist: the IDX files" in capsys.readouterr().out
+
+
+def test_a_bad_override_is_blamed_on_the_override(smoke_file, capsys):
+    """`--set pretrain.epoch=2` names the override, not the pipeline file."""
+    assert main(["validate", str(smoke_file), "--set", "pretrain.epoch=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sae: error: --set pretrain.epoch=2: unknown key 'pretrain.epoch'"), err
+
+
+def test_relative_data_paths_are_relative_to_the_pipeline_file(tmp_path, monkeypatch, capsys):
+    """A pipeline file naming `data/mine.npz` runs from any working directory."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    folder = tmp_path / "study"
+    (folder / "data").mkdir(parents=True)
+    X, y = load_digits(return_X_y=True)
+    np.savez(folder / "data" / "mine.npz", X=X, y=y)
+    (folder / "p.toml").write_text(SMOKE.replace('dataset = "digits"', 'dataset = "data/mine.npz"'))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "study/p.toml"]) == 0
+    assert "budgets fit" in capsys.readouterr().out
+
+
+def test_progress_is_plain_log_lines_when_stderr_is_not_a_terminal(smoke_file, tmp_path, capsys):
+    """Under pytest stderr is not a terminal: no redrawn bars (carriage returns), one line per stage."""
+    assert main(["run", str(smoke_file), "--out", str(tmp_path / "run"), "--no-report", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err
+    assert err.count(": ok in ") == 2 * 2 * 5, err[-500:]

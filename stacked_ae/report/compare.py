@@ -68,23 +68,24 @@ def results_blocks(runs: list[RunData], labels: list[str]) -> list[Block]:
 
 
 def paired_blocks(runs: list[RunData], labels: list[str]) -> list[Block]:
-    pairs = [dict(sections.paired_rows(run)) if {"pretrained", "random"} <= set(run.arms) else {}
-             for run in runs]
+    pairs = [{b: (p, adj) for b, p, adj in sections.paired_rows(run)} if {"pretrained", "random"} <= set(run.arms)
+             else {} for run in runs]
     rows = []
     for b in _union(runs, "budgets"):
         row = [b]
         for run, table in zip(runs, pairs, strict=True):
-            p = table.get(b)
-            row += [DASH, DASH, DASH] if p is None else [*sections.fmt_diff(run, p), fmt_p(p.p)]
+            p, adj = table.get(b, (None, None))
+            row += [DASH, DASH, DASH] if p is None else [*sections.fmt_diff(run, p), fmt_p(adj)]
         rows.append(tuple(row))
-    verdicts = [f"**{label}, budget {b}**: {verdict(p)} (n = {p.n})"
-                for label, table in zip(labels, pairs, strict=True) for b, p in table.items()]
+    verdicts = [f"**{label}, budget {b}**: {verdict(p, p_adjusted=adj)} (n = {p.n})"
+                for label, table in zip(labels, pairs, strict=True) for b, (p, adj) in table.items()]
     header = ["budget"]
     for label in labels:
-        header += [f"{label}: mean difference", f"{label}: 95% CI", f"{label}: p (paired t)"]
+        header += [f"{label}: mean difference", f"{label}: 95% CI", f"{label}: p (Holm)"]
     return [Heading(2, "Paired difference: pretrained − random"),
             Para("Per seed, pretrained minus random (percentage points of test error, or SSE per image); "
-                 "two-sided paired t-test, `scipy.stats.ttest_rel`; alpha = 0.05."),
+                 "two-sided paired t-test, `scipy.stats.ttest_rel`, its p-values adjusted over each run's "
+                 "budgets by Holm-Bonferroni; alpha = 0.05."),
             Table(tuple(header), tuple(rows), "l" + "rrr" * len(runs)),
             Bullets(tuple(verdicts) or ("no run has both a pretrained and a random arm.",))]
 

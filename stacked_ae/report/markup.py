@@ -108,10 +108,16 @@ figcaption { color: #57606a; font-size: 14px; margin-top: .3em; }
 """
 
 
+def slug(text: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
 def _inline(text: str) -> str:
-    """Escape, then turn `code` and **bold** into tags."""
+    """Escape, then turn `code`, **bold** and [links](#anchor) into tags."""
     out = html.escape(str(text), quote=True)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\[([^\]]+)\]\((#[\w\-]+)\)", r'<a href="\2">\1</a>', out)
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
 
 
@@ -130,7 +136,7 @@ def _data_uri(path: Path) -> str:
 
 def _html_block(block: Block, base: Path) -> str:
     if isinstance(block, Heading):
-        return f"<h{block.level}>{_inline(block.text)}</h{block.level}>"
+        return f'<h{block.level} id="{slug(block.text)}">{_inline(block.text)}</h{block.level}>'
     if isinstance(block, Para):
         return f"<p>{_inline(block.text)}</p>"
     if isinstance(block, Bullets):

@@ -12,10 +12,10 @@ import json
 import os
 from pathlib import Path
 
-from . import sections
+from . import sections, summary
 from .compare import comparison_blocks
 from .figures import make_figures
-from .markup import Block, Code, Figure, Heading, Para, to_html, to_markdown
+from .markup import Block, Bullets, Code, Figure, Heading, Para, slug, to_html, to_markdown
 from .rundata import RunData, load_run
 
 
@@ -44,19 +44,28 @@ def write_report(blocks: list[Block], out: Path, title: str) -> Path:
 
 def run_blocks(run: RunData, fig_dir: Path) -> list[Block]:
     """The whole single-run report, top to bottom."""
-    return [
-        Heading(1, f"{run.name}: greedy pretraining vs random initialisation"),
-        Para(sections.intro(run)),
-        Heading(2, "Setup"), sections.setup_table([run]),
-        *sections.results_blocks(run),
+    body = [
+        *summary.summary_blocks(run),
+        *sections.results_blocks(run, summary.wide_table(run)),
+        *summary.tuning_blocks(run),
+        *summary.compute_blocks(run),
         *sections.reference_blocks(run),
         *sections.missing_blocks(run),
         *figure_blocks(run, fig_dir),
         *sections.per_seed_blocks(run),
+        Heading(2, "Setup"), sections.setup_table([run]),
+        *sections.version_blocks(run),
         Heading(2, "Resolved config"),
         Para("The pipeline config as the run resolved it (`config.json`)."),
         Code(compact_json(run.config)),
     ]
+    return [Heading(1, f"{run.name}: greedy pretraining vs random initialisation"), Para(sections.intro(run)),
+            contents(body), *body]
+
+
+def contents(blocks: list[Block]) -> Bullets:
+    """Links to the level-2 headings (GitHub's anchors; report.html gives its headings the same ids)."""
+    return Bullets(tuple(f"[{b.text}](#{slug(b.text)})" for b in blocks if isinstance(b, Heading) and b.level == 2))
 
 
 def compact_json(value, indent: str = "") -> str:

@@ -4,11 +4,12 @@ same files always give the same text.
 """
 from __future__ import annotations
 
+import json
 import math
 
 from .markup import Block, Bullets, Heading, Para, Table
 from .rundata import RunData
-from .stats import ALPHA, WILCOXON_MIN_N, Paired, Summary, compare_arms, fmt_p, per_seed, summarize, verdict
+from .stats import ALPHA, WILCOXON_MIN_N, Paired, Summary, compare_arms, fmt_p, holm, per_seed, summarize, verdict
 
 DASH = "—"
 
@@ -45,12 +46,15 @@ def fmt_ci(run: RunData, s: Summary) -> str:
     if s.n == 0:
         return "no results"
     if s.n == 1:
-        return "n=1: no confidence interval"
+        return DASH
     return f"[{fmt_value(run, s.lo)}, {fmt_value(run, s.hi)}]"
 
 
 def fmt_seconds(seconds) -> str:
-    return DASH if not isinstance(seconds, (int, float)) else f"{seconds:,.1f} s"
+    """Wall time in minutes (seconds below one minute)."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or math.isnan(seconds):
+        return DASH
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:,.1f} min"
 
 
 # ---------------------------------------------------------------- intro and setup
@@ -89,6 +93,8 @@ def setup_rows(run: RunData) -> list[tuple[str, str]]:
         ("input", f"{known(data.get('n_features'))} features; image shape {shape}"),
         ("architecture", architecture(run)),
         ("label budgets (per class)", ", ".join(run.budgets) or DASH),
+        ("labels used (training / validation)", labels_used(run)),
+        ("model selection", selection_protocol(run)),
         ("seeds", f"{', '.join(map(str, run.seeds))} (n = {len(run.seeds)})"),
         ("arms", ", ".join(run.arms) or DASH),
         ("versions", f"stacked-ae {known(man.get('stacked_ae_version'))}, torch {known(man.get('torch_version'))}, "
@@ -105,11 +111,58 @@ def setup_rows(run: RunData) -> list[tuple[str, str]]:
     ]
 
 
+def labels_used(run: RunData) -> str:
+    """Per budget, the labeled training examples and the validation examples model selection used."""
+    res, parts = run.results, []
+    for b in run.budgets:
+        rows = res[res["budget"] == b]
+        n_train = _one_count(rows, "n_labeled")
+        n_val = _one_count(rows, "n_val_labeled")
+        if n_val == DASH and run.dataset.get("n_val") is not None:
+            n_val = f"{run.dataset['n_val']:,} (whole split)"
+        parts.append(f"{b}: {n_train} / {n_val}")
+    return "; ".join(parts) or DASH
+
+
+def _one_count(rows, column: str) -> str:
+    if column not in rows or rows[column].dropna().empty:
+        return DASH
+    values = sorted({int(v) for v in rows[column].dropna()})
+    return f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}-{values[-1]:,}"
+
+
+def val_per_class(run: RunData) -> str | None:
+    """The run's data.val_per_class; "all" for runs from before the setting (they used the whole split)."""
+    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
+    return str(data.get("val_per_class", "all")) if run.config else None
+
+
+def optimistic(run: RunData) -> bool:
+    """Low budgets selected on more validation labels than training labels (not what a user with the budget has)."""
+    return run.task == "classification" and val_per_class(run) == "all" and any(b != "all" for b in run.budgets)
+
+
+def selection_protocol(run: RunData) -> str:
+    setting = val_per_class(run)
+    if run.task != "classification":
+        return "on the whole validation split"
+    if setting == "budget":
+        return ("`data.val_per_class = \"budget\"`: as many validation labels per class as training labels "
+                "(the whole split at budget all)")
+    if setting == "all":
+        return ("`data.val_per_class = \"all\"`: the whole validation split at every budget; **low-budget results "
+                "are optimistic** (more validation labels than training labels)")
+    return f"`data.val_per_class = {setting}`: {setting} validation labels per class at every budget"
+
+
 def setup_table(runs: list[RunData], labels: list[str] | None = None, skip: tuple[str, ...] = ()) -> Table:
+    """One column per run; rows that only some runs have (a resumed run's invocations) are dashes elsewhere."""
     columns = [dict(setup_rows(run)) for run in runs]
-    keys = [key for key, _ in setup_rows(runs[0]) if key not in skip]
+    keys: list[str] = []
+    for run in runs:
+        keys += [key for key, _ in setup_rows(run) if key not in skip and key not in keys]
     header = ("setting", *(labels or ["value"]))
-    return Table(header, tuple((key, *(col[key] for col in columns)) for key in keys), "l" * len(header))
+    return Table(header, tuple((key, *(col.get(key, DASH) for col in columns)) for key in keys), "l" * len(header))
 
 
 # ---------------------------------------------------------------- results and the paired test
@@ -119,9 +172,12 @@ def summary_rows(run: RunData) -> list[tuple[str, str, Summary]]:
     return [(b, arm, summarize(per_seed(ok, b, arm, run.metric))) for b in run.budgets for arm in run.arms]
 
 
-def paired_rows(run: RunData) -> list[tuple[str, Paired]]:
+def paired_rows(run: RunData) -> list[tuple[str, Paired, float]]:
+    """(budget, paired test, Holm-adjusted p over the report's budgets) per budget."""
     ok = run.ok()
-    return [(b, compare_arms(ok, b, run.metric)) for b in run.budgets]
+    pairs = [(b, compare_arms(ok, b, run.metric)) for b in run.budgets]
+    adjusted = holm([p.p for _, p in pairs])
+    return [(b, p, adj) for (b, p), adj in zip(pairs, adjusted, strict=True)]
 
 
 def fmt_diff(run: RunData, paired: Paired) -> tuple[str, str]:
@@ -131,10 +187,11 @@ def fmt_diff(run: RunData, paired: Paired) -> tuple[str, str]:
     return mean, fmt_ci(run, d)
 
 
-def results_blocks(run: RunData) -> list[Block]:
+def results_blocks(run: RunData, wide: Table | None = None) -> list[Block]:
     rows = tuple((b, arm, fmt_mean_std(run, s), fmt_ci(run, s), str(s.n)) for b, arm, s in summary_rows(run))
     blocks: list[Block] = [
         Heading(2, "Results"),
+        *([Para(f"The {metric_name(run)}, mean ± standard deviation over seeds:"), wide] if wide else []),
         Para(f"The {metric_name(run)} of each label budget and arm over seeds: mean ± sample standard deviation, "
              f"the 95% confidence interval of the mean (t distribution, n − 1 degrees of freedom) and n, the "
              f"number of seeds that finished. Failed stages are left out and listed under **Missing or failed**."),
@@ -152,21 +209,27 @@ def paired_blocks(run: RunData) -> list[Block]:
     if not pairs:
         return [Para("No paired comparison: neither results.csv nor config.json names a label budget.")]
     rows = []
-    for b, p in pairs:
+    for b, p, adj in pairs:
         mean, ci = fmt_diff(run, p)
         t = DASH if math.isnan(p.t) else f"{p.t:.3f}"
         wil = fmt_p(p.p_wilcoxon) if p.n >= WILCOXON_MIN_N else f"{DASH} (n < {WILCOXON_MIN_N})"
-        rows.append((b, str(p.n), mean, ci, t, fmt_p(p.p), wil))
+        rows.append((b, str(p.n), mean, ci, t, fmt_p(p.p), fmt_p(adj), wil))
     return [
         Para(f"Per seed, pretrained minus random at the same budget and labeled subset, in {diff_unit(run)} "
              f"(negative: pretraining lowered the {metric_noun(run)}). Test: two-sided paired t-test, "
              f"`scipy.stats.ttest_rel`, over the seeds where both arms finished; the interval is the t interval "
              f"of the mean difference. The Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, two-sided) is "
-             f"shown from n ≥ {WILCOXON_MIN_N} pairs. Significance level alpha = {ALPHA:g}."),
-        Table(("budget", "pairs", "mean difference", "95% CI", "t", "p (paired t-test)", "p (Wilcoxon)"),
-              tuple(rows), "lrrrrrr"),
+             f"shown from n ≥ {WILCOXON_MIN_N} pairs. Each budget is a test of its own: the verdicts use the "
+             f"t-test's p-values adjusted over the {len(pairs)} budgets by Holm-Bonferroni (Holm 1979). "
+             f"Significance level alpha = {ALPHA:g}."),
+        Table(("budget", "pairs", "mean difference", "95% CI", "t", "p (paired t-test)", "p (Holm)",
+               "p (Wilcoxon)"), tuple(rows), "lrrrrrrr"),
         Para("**Verdict** per budget:"),
-        Bullets(tuple(f"**budget {b}**: {verdict(p)}" + _difference_note(run, p) for b, p in pairs)),
+        Bullets(tuple(f"**budget {b}**: {verdict(p, p_adjusted=adj)}" + _difference_note(run, p)
+                      for b, p, adj in pairs)),
+        *([Para("**Optimistic at low budgets:** model selection used the whole validation split at every "
+                "budget (`data.val_per_class = \"all\"`), more validation labels than training labels; a user "
+                "with that many labels could not select this way.")] if optimistic(run) else []),
     ]
 
 
@@ -224,8 +287,6 @@ def coverage_notes(run: RunData) -> list[str]:
                 parts += [f"no {run.metric} value: seed {_seeds(empty)}"] if empty else []
                 parts += [f"no row: seed {_seeds(absent)}"] if absent else []
                 notes.append("; ".join(parts) + ".")
-    if len(run.seeds) == 1:
-        notes.append("a single seed (n=1): no confidence intervals and no paired tests are possible.")
     return notes
 
 
@@ -266,3 +327,27 @@ def per_seed_blocks(run: RunData) -> list[Block]:
             Para(f"The {metric_name(run)} of every seed; `failed`: the stage failed, {DASH}: no row. Every arm of a "
                  f"seed and budget trains on the same {shared} (its hash in the subset column)."),
             Table(("budget", "seed", "subset", *run.arms), tuple(rows), "lrl" + "r" * len(run.arms))]
+
+
+def version_blocks(run: RunData) -> list[Block]:
+    """Stages made by another stacked-ae version or commit than the run's last invocation (resumed runs)."""
+    last = (run.manifest.get("stacked_ae_version"), run.manifest.get("git_commit"))
+    others: dict[tuple, list[str]] = {}
+    for path in sorted((run.path / "stages").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        made = (record.get("stacked_ae_version"), record.get("git_commit"))
+        if made != last:
+            others.setdefault(made, []).append(path.stem)
+    if not others:
+        return []
+    items = tuple(f"{len(stages)} stage(s) by stacked-ae {version or 'before 0.2 (not recorded)'}"
+                  f"{f' at commit {commit[:12]}' if commit else ''}: {', '.join(stages[:6])}"
+                  f"{' ...' if len(stages) > 6 else ''}" for (version, commit), stages in sorted(
+                      others.items(), key=lambda kv: str(kv[0])))
+    return [Heading(2, "Stages from other versions"),
+            Para(f"The last run used stacked-ae {last[0] or DASH} at commit {(last[1] or DASH)[:12]}; these "
+                 f"finished stages were reused from earlier invocations made by other code:"),
+            Bullets(items)]

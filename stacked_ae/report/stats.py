@@ -1,5 +1,6 @@
 """Statistics behind the report: mean, std and t confidence intervals over seeds, and the paired
-comparison pretrained minus random (scipy.stats.ttest_rel; Wilcoxon signed-rank from n >= 6).
+comparison pretrained minus random (scipy.stats.ttest_rel; Wilcoxon signed-rank from n >= 6), with
+Holm-Bonferroni adjusted p-values over the label budgets of a report (several budgets, several tests).
 
 `summarize(values)` -> Summary; `compare_arms(run, budget)` -> Paired; `verdict(paired)` -> str.
 """
@@ -83,18 +84,34 @@ def compare_arms(ok: pd.DataFrame, budget: str, metric: str, a: str = "pretraine
     return paired_test(per_seed(ok, budget, a, metric), per_seed(ok, budget, b, metric))
 
 
-def verdict(paired: Paired, alpha: float = ALPHA) -> str:
-    """One line: did pretraining help (lower metric), hurt, or make no significant difference."""
+def holm(pvalues) -> list[float]:
+    """Holm-Bonferroni adjusted p-values of m tests (Holm 1979): the i-th smallest p times (m - i + 1),
+    made monotone and capped at 1. nan entries (no test) stay nan and do not count in m."""
+    ps = [float(p) for p in pvalues]
+    order = sorted((i for i, p in enumerate(ps) if not math.isnan(p)), key=lambda i: ps[i])
+    adjusted, running = [NAN] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(paired: Paired, alpha: float = ALPHA, p_adjusted: float | None = None) -> str:
+    """One line: did pretraining help (lower metric), hurt, or make no significant difference.
+
+    With `p_adjusted` (Holm over the budgets of a report), the decision uses the adjusted p-value."""
     if paired.n == 0:
         return "no paired comparison (no seed has both arms)"
     if paired.n == 1:
-        return "n=1: no test (a single paired seed)"
+        return "no test (a single paired seed)"
     if math.isnan(paired.p):
         return "no test: the paired differences have zero variance"
-    if paired.p < alpha:
+    p = paired.p if p_adjusted is None else p_adjusted
+    shown = f"p = {fmt_p(paired.p)}" if p_adjusted is None else f"adjusted p = {fmt_p(p_adjusted)}"
+    if p < alpha:
         word = "helped" if paired.diff.mean < 0 else "hurt"
-        return f"pretraining {word} (p = {fmt_p(paired.p)} < alpha = {alpha:g})"
-    return f"no significant difference at alpha = {alpha:g} (p = {fmt_p(paired.p)})"
+        return f"pretraining {word} ({shown} < alpha = {alpha:g})"
+    return f"no significant difference at alpha = {alpha:g} ({shown})"
 
 
 def fmt_p(p: float) -> str:

@@ -163,10 +163,17 @@ def test_paired_test_equals_scipy(rendered, budget):
     t, p = stats.ttest_rel(pre, rand)
     row = table_row(rendered.read_text(), budget, str(len(SEEDS)))
     assert row is not None, "no paired-difference row"
-    _, n, mean, _ci, t_text, p_text, w_text = row
+    _, n, mean, _ci, t_text, p_text, holm_text, w_text = row
     assert float(mean) == pytest.approx((pre - rand).mean() * 100, abs=0.006)
     assert float(t_text) == pytest.approx(t, abs=5e-4)
     assert p_text == p_format(p), (p_text, p)
+    ps = {}
+    for b in ("10", "all"):
+        pair = res[res["budget"] == b].pivot(index="seed", columns="arm", values="test_error")
+        ps[b] = stats.ttest_rel(pair["pretrained"], pair["random"]).pvalue
+    low, high = sorted(ps.values())
+    holm = {ps_key: (min(1, 2 * low) if value == low else max(min(1, 2 * low), high)) for ps_key, value in ps.items()}
+    assert holm_text == p_format(holm[budget]), (holm_text, holm)
     assert w_text == p_format(stats.wilcoxon(pre, rand).pvalue)
 
 
@@ -182,7 +189,7 @@ def test_report_names_the_test_and_gives_a_verdict_per_budget(rendered):
 def test_header_and_published_figures(rendered):
     """The header carries the setup from config.json and manifest.json; published values sit beside measured ones."""
     md = rendered.read_text()
-    for text in ("64-16-2", "train 1213, validation 135, test 120", "0123456789abcdef", "pretrain 3.2 s",
+    for text in ("64-16-2", "train 1213, validation 135, test 120", "0123456789abcdef", "pretrain 3 s",
                  "Vincent et al. 2010, Table 3"):
         assert text in md, text
     assert table_row(md, "test_error (%)", "all", "pretrained")[-1] == "1.28"
@@ -278,9 +285,11 @@ def test_paired_comparison_without_one_arm_says_why(tmp_path):
 def test_single_seed_renders_without_intervals(bare):
     """With one seed the report shows the values and says that no interval or test is possible."""
     md = bare.read_text()
-    assert table_row(md, "all", "pretrained")[3] == "n=1: no confidence interval"
-    assert "n=1: no test (a single paired seed)" in md
-    assert "a single seed (n=1): no confidence intervals and no paired tests are possible." in md
+    assert table_row(md, "all", "pretrained")[3] == "—"
+    assert "no test (a single paired seed)" in md
+    assert md.count("One seed: no confidence intervals and no tests") == 1, "say it once"
+    assert "n=1" not in md
+    assert "1 of 1 seeds" not in md and "seeds finished" not in md, "a single seed is not a missing one"
 
 
 def test_missing_optional_files_are_named(bare):
@@ -342,3 +351,29 @@ def test_several_runs_give_a_side_by_side_comparison(tmp_path):
 def test_absent_reference_leaves_out_the_published_section(bare):
     """A config without `reference` renders without a published-figures section."""
     assert "## Published figures" not in bare.read_text()
+
+
+@pytest.mark.parametrize("resumed_first", [True, False])
+def test_side_by_side_runs_that_differ_in_every_optional_field(tmp_path, resumed_first):
+    """A resumed run beside a fresh one (either order), one seed beside several, a failed stage, other arms:
+    the comparison renders, with a dash where a run lacks a setting row."""
+    resumed = make_run_dir(tmp_path / "resumed", seeds=(0, 1, 2))
+    manifest = json.loads((resumed / "manifest.json").read_text())
+    manifest["invocations"] = [{"command": "sae run x.toml"}, {"command": "sae run x.toml"}]
+    (resumed / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_results(resumed, _fail_one_stage)
+    single = make_run_dir(tmp_path / "single", seeds=(0,), arms=("pretrained", "random", "logreg"))
+    dirs = [resumed, single] if resumed_first else [single, resumed]
+    md = render_report(dirs, tmp_path / "side").read_text()
+    row = table_row(md, "invocations")
+    assert row is not None and row[1 if resumed_first else 2].startswith("2 (the run was resumed")
+    assert row[2 if resumed_first else 1] == "—"
+
+
+def test_holm_adjustment_matches_its_definition():
+    """Holm-Bonferroni: sorted p times (m, m-1, ...), running maximum, capped at 1; nan (no test) is not counted."""
+    from stacked_ae.report.stats import holm
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    adjusted = holm([float("nan"), 0.02, 0.04])
+    assert np.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.04])

@@ -1,0 +1,170 @@
+"""The top of a report: the answer per label budget in one sentence each, the budget x arm table, how
+every arm was tuned (selected values, best epochs against the cap, with warnings where a selection
+sits on the edge of its grid), and what each arm cost in minutes.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pandas as pd
+
+from .markup import Block, Bullets, Heading, Para, Table
+from .rundata import RunData
+from .sections import DASH, diff_unit, fmt_ci, fmt_mean_std, fmt_seconds, fmt_value, optimistic, paired_rows
+from .stats import ALPHA, fmt_p, per_seed, summarize
+
+BASELINES = ("frozen", "logreg", "pca-logreg", "pca")   # arms that do not fine-tune a pretrained network
+
+
+def _budget_words(run: RunData, budget: str) -> str:
+    if run.task != "classification":
+        return "All training images"
+    return "All labels" if budget == "all" else f"{budget} labels per class"
+
+
+def _means(run: RunData, budget: str) -> dict[str, float]:
+    ok = run.ok()
+    out = {}
+    for arm in run.arms:
+        s = summarize(per_seed(ok, budget, arm, run.metric))
+        if s.n:
+            out[arm] = s.mean
+    return out
+
+
+def summary_blocks(run: RunData) -> list[Block]:
+    """One sentence per budget: the effect of pretraining, the best arm, and pretraining against the best baseline."""
+    lines = []
+    pairs = {b: (p, adj) for b, p, adj in paired_rows(run)} if {"pretrained", "random"} <= set(run.arms) else {}
+    for b in run.budgets:
+        means = _means(run, b)
+        if not means:
+            lines.append(f"**{_budget_words(run, b)}:** no finished results.")
+            continue
+        parts = []
+        if b in pairs and pairs[b][0].n:
+            p, adj = pairs[b]
+            effect = f"pretrained − random = {_signed(run, p.diff.mean)} {diff_unit(run)}"
+            if p.n >= 2 and not math.isnan(p.p):
+                word = ("helped" if p.diff.mean < 0 else "hurt") if adj < ALPHA else "made no significant difference"
+                effect += f" (95% CI {fmt_ci(run, p.diff)}, Holm-adjusted p = {fmt_p(adj)}): pretraining {word}"
+            parts.append(effect)
+        best = min(means, key=means.get)
+        parts.append(f"best arm {best} ({fmt_value(run, means[best])})")
+        baselines = {a: v for a, v in means.items() if a in BASELINES}
+        if "pretrained" in means and baselines:
+            rival = min(baselines, key=baselines.get)
+            gap = means["pretrained"] - baselines[rival]
+            verdict = "beat" if gap < 0 else "did not beat"
+            parts.append(f"the pretrained network {verdict} the best baseline, {rival} "
+                         f"({fmt_value(run, baselines[rival])}), by {_signed(run, gap)}")
+        lines.append(f"**{_budget_words(run, b)}:** " + "; ".join(parts) + ".")
+    notes = []
+    if len(run.seeds) == 1:
+        notes.append(Para("One seed: no confidence intervals and no tests; the numbers are single runs."))
+    if optimistic(run):
+        notes.append(Para("Model selection used the whole validation split at every budget: low-budget results "
+                          "are optimistic."))
+    return [Heading(2, "Summary"), Para(f"{_metric_words(run)}, mean over {_n_seeds(run)}."),
+            Bullets(tuple(lines)), *notes]
+
+
+def _signed(run: RunData, value: float) -> str:
+    return f"{'+' if value > 0 else ''}{fmt_value(run, value)}"
+
+
+def _metric_words(run: RunData) -> str:
+    return "Test error in %" if run.metric == "test_error" else "Test squared error per image"
+
+
+def _n_seeds(run: RunData) -> str:
+    return f"{len(run.seeds)} seed" + ("" if len(run.seeds) == 1 else "s")
+
+
+def wide_table(run: RunData) -> Table:
+    """Budget x arm: mean ± std over seeds."""
+    ok = run.ok()
+    rows = tuple((b, *(fmt_mean_std(run, summarize(per_seed(ok, b, arm, run.metric))) for arm in run.arms))
+                 for b in run.budgets)
+    return Table(("budget", *run.arms), rows, "l" + "r" * len(run.arms))
+
+
+# ---------------------------------------------------------------- tuning in view
+
+def _finetune(run: RunData) -> dict:
+    section = run.config.get("finetune")
+    return section if isinstance(section, dict) else {}
+
+
+def _counts(values) -> str:
+    counts = Counter(values)
+    return ", ".join(f"{v:g} ×{n}" for v, n in sorted(counts.items()))
+
+
+def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int | None) -> tuple[str, ...] | None:
+    rows = run.ok()
+    rows = rows[(rows["budget"] == budget) & (rows["arm"] == arm)]
+    if rows.empty:
+        return None
+    warnings = []
+    column = "lr" if "lr" in rows and rows["lr"].notna().any() else "C" if "C" in rows else None
+    chosen = [float(v) for v in rows[column].dropna()] if column else []
+    selected = f"{column} {_counts(chosen)}" if chosen else DASH
+    if column == "lr" and len(grid) > 1 and chosen:
+        for side, end in (("top", max(grid)), ("bottom", min(grid))):
+            on_edge = sum(1 for v in chosen if v == end)
+            if on_edge:
+                warnings.append(f"{on_edge} of {len(chosen)} at the {side} of the grid: widen the grid")
+    elif column == "lr" and len(grid) == 1:
+        warnings.append("a one-value grid: not tuned")
+    best = [int(v) for v in rows["best_epoch"].dropna()] if "best_epoch" in rows else []
+    epochs = DASH
+    if best:
+        epochs = f"{', '.join(map(str, sorted(best)))} of {cap if cap else '?'}"
+        on_cap = sum(1 for e in best if cap and e >= cap)
+        if on_cap:
+            warnings.append(f"{on_cap} of {len(best)} best epochs on the cap: allow more epochs")
+    flag = "may be under-tuned: " + "; ".join(warnings) if warnings else "inside the grid and before the cap"
+    if not best and not warnings and column != "lr":
+        flag = DASH
+    return (budget, arm, selected, epochs, flag)
+
+
+def tuning_blocks(run: RunData) -> list[Block]:
+    f = _finetune(run)
+    grid = [float(v) for v in f.get("lr", [])] if isinstance(f.get("lr"), list) else []
+    cap = f.get("epochs") if isinstance(f.get("epochs"), int) else None
+    rows = [row for b in run.budgets for arm in run.arms if (row := tuning_row(run, b, arm, grid, cap))]
+    if not rows:
+        return []
+    return [Heading(2, "Tuning"),
+            Para(f"What each arm selected on validation, over seeds: the learning rate (grid "
+                 f"{', '.join(f'{v:g}' for v in grid) or DASH}; the count of seeds that chose each value) or the "
+                 f"baselines' regularisation C, and the best epoch of each seed against the cap of {cap or DASH} "
+                 f"epochs. A selection on the edge of its grid, or a best epoch on the cap, means the optimum may "
+                 f"lie outside what was tried."),
+            Table(("budget", "arm", "selected", "best epochs (of cap)", "check"), tuple(rows), "lllll")]
+
+
+# ---------------------------------------------------------------- compute in view
+
+def compute_blocks(run: RunData) -> list[Block]:
+    """Minutes per arm over all seeds and budgets; pretraining, shared by the arms built on it, beside them."""
+    res = run.results
+    if "wall_seconds" not in res:
+        return []
+    seconds = pd.to_numeric(res["wall_seconds"], errors="coerce")
+    per_arm = {arm: float(seconds[res["arm"] == arm].sum()) for arm in run.arms}
+    pretrain = (run.manifest.get("stage_seconds") or {}).get("pretrain")
+    rows = []
+    for arm in run.arms:
+        shared = ""
+        if arm in ("pretrained", "frozen") and isinstance(pretrain, (int, float)):
+            shared = f"+ {fmt_seconds(pretrain)} of greedy pretraining, shared"
+        rows.append((arm, fmt_seconds(per_arm[arm]), shared or DASH))
+    return [Heading(2, "Compute"),
+            Para("Wall time of each arm summed over seeds and budgets (fine-tuning every grid value, or fitting "
+                 "the baseline). Greedy pretraining runs once per seed and serves every budget of the arms built "
+                 "on it."),
+            Table(("arm", "wall time", "pretraining"), tuple(rows), "lrl")]
