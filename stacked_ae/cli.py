@@ -2,6 +2,7 @@
 
     sae run pipelines/quickstart.toml [--set pretrain.epochs=5] [--out DIR] [--force]
     sae report runs/quickstart          sae validate FILE...       sae datasets
+    sae status runs/quickstart [pipelines/quickstart.toml] [--json]
     sae encode --model runs/x/encoders/seed0.pt --input X.npy --output codes.npy
 
 Bad input ends with a one-line error and exit status 2 (`--debug` shows the traceback).
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="folder for a side-by-side report of several runs (default: "
                         "comparison/ beside the first run)")
 
+    status = sub.add_parser("status", help="which stages of a run folder are finished, missing, failed or would "
+                            "rerun")
+    status.add_argument("run_dir", help="run folder")
+    status.add_argument("file", nargs="?", help="pipeline file to compare with (default: the run's config.json)")
+    _add_overrides(status)
+    status.add_argument("--json", action="store_true", help="print the stages as JSON, for scripts")
+
     datasets = sub.add_parser("datasets", help="list the known datasets and where each is looked for")
     datasets.add_argument("--data-root", help="folder with the dataset files (else $STACKED_AE_DATA)")
 
@@ -104,6 +112,7 @@ def _log_stages() -> None:
     logger = logging.getLogger("stacked_ae.pipeline")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False   # its own plain lines; warnings would otherwise print twice
 
 
 def _threads(value: str) -> int | str:
@@ -125,6 +134,11 @@ def summarize(cfg, results, out: Path, report_path) -> str:
     ok = results[results["status"] == "ok"]
     lines = [f"{cfg.name}: {len(results)} stages ({len(ok)} ok) over {_plural(len(cfg.seeds), 'seed')} "
              f"{list(cfg.seeds)}"]
+    counts = results.attrs.get("stages")
+    if counts:
+        lines.append(f"this invocation: {counts.get('computed', 0)} stages computed, {counts.get('reused', 0)} "
+                     f"reused; pretraining: {counts.get('pretrain computed', 0)} seeds computed, "
+                     f"{counts.get('pretrain reused', 0)} reused")
     if len(ok):
         table = ok.assign(value=ok[metric].astype(float) * (100 if metric == "test_error" else 1))
         pivot = table.pivot_table(index="budget", columns="arm", values="value", aggfunc="mean", sort=False)
@@ -179,6 +193,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    import json
+
+    from .pipeline.config import load_config
+    from .pipeline.status import count_states, read_run_config, stage_status
+    cfg = load_config(args.file, args.overrides) if args.file else read_run_config(Path(args.run_dir))
+    if not args.file and args.overrides:
+        raise ValueError("--set needs a pipeline file to apply to: sae status RUN_DIR PIPELINE --set KEY=VALUE")
+    stages = stage_status(cfg, Path(args.run_dir))
+    counts = count_states(stages)
+    if args.json:
+        print(json.dumps({"run_dir": args.run_dir, "counts": counts, "stages": stages}, indent=2))
+        return 0
+    print(f"{args.run_dir}: {len(stages)} stages: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    words = {"stale": "would rerun (settings, data or code changed)", "missing": "not run yet", "failed": "failed"}
+    for stage in stages:
+        if stage["state"] != "finished":
+            print(f"  {stage['key']}: {words[stage['state']]}")
+    return 0
+
+
 def cmd_datasets(args) -> int:
     from .core.data import DATA_ENV, FOLDERS, KNOWN_DATASETS, USER_SUFFIXES, find_idx_files
     root = args.data_root or os.environ.get(DATA_ENV)
@@ -205,7 +240,8 @@ def cmd_encode(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "datasets": cmd_datasets,
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "status": cmd_status,
+            "datasets": cmd_datasets,
             "encode": cmd_encode}
 
 

@@ -177,3 +177,32 @@ def test_progress_is_plain_log_lines_when_stderr_is_not_a_terminal(smoke_file, t
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b[" not in err
     assert err.count(": ok in ") == 2 * 2 * 5, err[-500:]
+
+
+def test_status_lists_finished_missing_and_stale_stages(smoke_file, tmp_path, capsys):
+    """After a run every stage is finished; a [finetune] edit makes the network arms stale (not the baselines
+    or pretraining); a new seed adds missing stages; --json gives the same for scripts."""
+    import json
+    out = tmp_path / "run"
+    assert main(["run", str(smoke_file), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{out}: 22 stages: 22 finished, 0 failed, 0 stale, 0 missing"
+    assert main(["status", str(out), str(smoke_file), "--set", "finetune.epochs=3", "--set", "seeds=[0, 1, 2]",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"] == {"finished": 2 + 2 * 2 * 2, "failed": 0, "stale": 2 * 2 * 3, "missing": 11}
+    stale = {s["arm"] for s in report["stages"] if s["state"] == "stale"}
+    assert stale == {"pretrained", "random", "frozen"}
+
+
+def test_run_summary_counts_computed_and_reused_stages(smoke_file, tmp_path, capsys):
+    """The end-of-run summary says what this invocation computed and what it reused, pretraining included."""
+    out = tmp_path / "run"
+    args = ["run", str(smoke_file), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]
+    assert main(args) == 0
+    assert "this invocation: 20 stages computed, 0 reused; pretraining: 2 seeds computed, 0 reused" in \
+        capsys.readouterr().out
+    assert main(args) == 0
+    assert "this invocation: 0 stages computed, 20 reused; pretraining: 0 seeds computed, 2 reused" in \
+        capsys.readouterr().out

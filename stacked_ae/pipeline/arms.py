@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ class RunContext:
     progress: bool
     stacks: dict           # seed -> pretrained StackedEncoder, kept in memory once trained or loaded
     data_id: str = ""      # content hash of the data split (rundir.dataset_fingerprint)
+    counts: Counter = field(default_factory=Counter)   # stages computed and reused, for the end-of-run summary
 
 
 def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor,
@@ -87,6 +89,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
                                  "wall_seconds": time.perf_counter() - start}, stamp)
         raise TrainingDiverged(f"pretraining, seed {seed}: {err}") from None
     stack.save(path)
+    ctx.counts["pretrain computed"] += 1
     rows = [{"seed": seed, "layer": k + 1, "epoch": row["epoch"], "train_loss": row["train_loss"],
              "val_loss": row.get("val_loss")} for k, history in enumerate(histories) for row in history]
     ctx.run.save_stage(key, {"seed": seed, "status": "ok", "history": rows,

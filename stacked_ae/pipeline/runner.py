@@ -70,6 +70,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
     finally:   # the caller's thread setting is theirs: restore it, also after an error or Ctrl-C
         torch.set_num_threads(previous_threads)
     results = write_tables(run, list(cfg.seeds), list(cfg.data.budgets), list(cfg.arms))
+    pretrained_seeds = len(cfg.seeds) if any(arm in NEEDS_PRETRAINING for arm in cfg.arms) else 0
+    ctx.counts["pretrain reused"] = pretrained_seeds - ctx.counts["pretrain computed"]
+    results.attrs["stages"] = dict(ctx.counts)   # computed / reused, pretraining counted apart
     _write_finish(run)
     return results
 
@@ -265,7 +268,9 @@ def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     stamp = arm_fingerprint(ctx.cfg, seed, budget, arm, ctx.data_id)
     record = ctx.run.load_stage(key, stamp)
     if record is not None:
+        ctx.counts["reused"] += 1
         return record["result"]
+    ctx.counts["computed"] += 1
     subset = labeled_subset(ctx.data.y_train.cpu(), budget, seed=derive_seed(seed, "labeled_subset", _key(budget)))
     val_subset = validation_subset(ctx.data.y_val.cpu(), ctx.cfg, seed, budget)
     row = {"task": ctx.cfg.task, "seed": seed, "budget": budget_label(budget), "arm": arm, "status": "ok",

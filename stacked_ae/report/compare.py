@@ -4,6 +4,7 @@ Each run's own report.md keeps its details and figures.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from . import sections
@@ -16,22 +17,47 @@ DASH = sections.DASH
 
 
 def run_labels(runs: list[RunData]) -> list[str]:
-    """Pipeline names, or directory names where names repeat, numbered if those repeat too."""
+    """Pipeline names; where names repeat, the folders' paths (numbered only if those repeat too)."""
     names = [run.name for run in runs]
     if len(set(names)) < len(names):
-        names = [run.path.name for run in runs]
+        names = [str(run.path) for run in runs]
     if len(set(names)) < len(names):
         names = [f"{name} ({i + 1})" for i, name in enumerate(names)]
     return names
 
 
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """A nested config as dotted keys -> JSON text of each leaf."""
+    out = {}
+    for key in sorted(tree):
+        value = tree[key]
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = json.dumps(value)
+    return out
+
+
+def differing_settings(runs: list[RunData], labels: list[str]) -> list[Block]:
+    """The config settings that differ between the runs, by dotted key, one column per run."""
+    flat = [flatten(run.config) for run in runs]
+    keys = sorted({k for f in flat for k in f})
+    rows = tuple((f"`{k}`", *(f.get(k, DASH) for f in flat)) for k in keys if len({f.get(k) for f in flat}) > 1)
+    if not rows:
+        return [Heading(2, "Settings that differ"), Para("None: every run has the same config.json settings.")]
+    return [Heading(2, "Settings that differ"),
+            Para("The config.json settings whose values differ between the runs (dotted keys)."),
+            Table(("setting", *labels), rows, "l" * (len(labels) + 1))]
+
+
 def comparison_blocks(runs: list[RunData], fig_dir: Path) -> list[Block]:
     labels = run_labels(runs)
-    names = ", ".join(f"**{label}** = `{run.path.name}`" for label, run in zip(labels, runs, strict=True))
+    names = ", ".join(f"**{label}** = `{run.path}`" for label, run in zip(labels, runs, strict=True))
     return [
         Heading(1, f"Comparison of {len(runs)} runs: greedy pretraining vs random initialisation"),
         Para(f"Each run's own statistics side by side, one column block per run ({names}). Each run's "
              f"report.md has its figures, per-seed values and config."),
+        *differing_settings(runs, labels),
         Heading(2, "Setup"), sections.setup_table(runs, labels, skip=("run directory", "command", "platform")),
         *results_blocks(runs, labels),
         *paired_blocks(runs, labels),

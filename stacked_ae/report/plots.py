@@ -230,21 +230,21 @@ def plot_confusion(run: RunData, y_test: np.ndarray, classes: list[str], arm: st
             raise ValueError(f"predictions/seed{seed}_budget{budget}_{arm}.npy has {len(pred)} entries for "
                              f"{len(y_test)} test labels")
         np.add.at(counts, (y_test.astype(np.int64), pred.astype(np.int64)), 1)
-    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    share = 100.0 * counts / np.maximum(counts.sum(1, keepdims=True), 1)   # % of each true class
     fig = new_figure(max(5.5, 0.5 * k + 2.5), max(4.6, 0.45 * k + 2))
     ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=100.0)
     if k <= 12:
         for (i, j), v in np.ndenumerate(share):
-            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=8,
-                    color="white" if v > 0.5 else "black")
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if v > 50 else "black")
     ax.set_xticks(range(k), classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right"
                   if max(map(len, classes)) > 2 else "center")
     ax.set_yticks(range(k), classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"Confusion matrix: {arm}, budget {budget}, {plural(len(seeds), 'seed')} pooled")
-    fig.colorbar(image, ax=ax, label="share of the true class", shrink=0.85)
+    fig.colorbar(image, ax=ax, label="% of the true class", shrink=0.85)   # the cells' unit
     save(fig, path)
     return (f"Confusion matrix of the best arm at the largest budget ({arm}, budget {budget}); rows are true "
             f"classes, cells show % of each true class, test predictions of {plural(len(seeds), 'seed')} pooled.")

@@ -338,12 +338,14 @@ def version_blocks(run: RunData) -> list[Block]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if "stacked_ae_version" not in record:
+            continue   # written before stage records named their version: nothing to compare
         made = (record.get("stacked_ae_version"), record.get("git_commit"))
         if made != last:
             others.setdefault(made, []).append(path.stem)
     if not others:
         return []
-    items = tuple(f"{len(stages)} stage(s) by stacked-ae {version or 'before 0.2 (not recorded)'}"
+    items = tuple(f"{len(stages)} stage(s) by stacked-ae {version}"
                   f"{f' at commit {commit[:12]}' if commit else ''}: {', '.join(stages[:6])}"
                   f"{' ...' if len(stages) > 6 else ''}" for (version, commit), stages in sorted(
                       others.items(), key=lambda kv: str(kv[0])))

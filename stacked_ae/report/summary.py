@@ -58,7 +58,8 @@ def summary_blocks(run: RunData) -> list[Block]:
             gap = means["pretrained"] - baselines[rival]
             verdict = "beat" if gap < 0 else "did not beat"
             parts.append(f"the pretrained network {verdict} the best baseline, {rival} "
-                         f"({fmt_value(run, baselines[rival])}), by {_signed(run, gap)}")
+                         f"({fmt_value(run, baselines[rival])}), {'by' if gap < 0 else 'short by'} "
+                         f"{fmt_value(run, abs(gap))}")
         lines.append(f"**{_budget_words(run, b)}:** " + "; ".join(parts) + ".")
     notes = []
     if len(run.seeds) == 1:

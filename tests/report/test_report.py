@@ -377,3 +377,43 @@ def test_holm_adjustment_matches_its_definition():
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
     adjusted = holm([float("nan"), 0.02, 0.04])
     assert np.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.04])
+
+
+def test_stages_made_by_another_version_are_listed(tmp_path):
+    """A resumed run whose stages came from other code says which stages and which version made them."""
+    run = make_run_dir(tmp_path / "mixed", seeds=(0, 1), arms=("pretrained", "random"))
+    (run / "stages").mkdir()
+    same = {"stacked_ae_version": "0.1.0", "git_commit": "0123456789abcdef"}
+    (run / "stages" / "arm_seed0_budgetall_random.json").write_text(json.dumps(same))
+    (run / "stages" / "arm_seed1_budgetall_random.json").write_text(
+        json.dumps({"stacked_ae_version": "0.0.9", "git_commit": "fedcba9876543210"}))
+    md = render_report(run).read_text()
+    assert "1 stage(s) by stacked-ae 0.0.9 at commit fedcba987654: arm_seed1_budgetall_random" in md
+    assert "arm_seed0_budgetall_random" not in md.split("## Stages from other versions")[1]
+
+
+def test_confusion_matrix_cells_and_colour_bar_share_the_unit(tmp_path, monkeypatch):
+    """Cells are written in % of the true class, and the colour bar runs over the same 0-100 %."""
+    from stacked_ae.report import plots
+    from stacked_ae.report.rundata import load_run
+    run_dir = make_run_dir(tmp_path / "cm", seeds=(0,), arms=("pretrained",))
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    y_test = np.load(run_dir / "samples.npz")["y_test"]
+    plots.plot_confusion(load_run(run_dir), y_test, [str(c) for c in range(N_CLASSES)], "pretrained", [0],
+                         tmp_path / "c.png")
+    image_ax, bar_ax = figures[0].axes
+    cells = [float(t.get_text()) for t in image_ax.texts]
+    assert max(cells) > 1 and sum(cells) == pytest.approx(100 * N_CLASSES, abs=N_CLASSES)   # rows sum to 100 %
+    assert bar_ax.get_ylim() == pytest.approx((0, 100)) and "%" in bar_ax.get_ylabel()
+
+
+def test_side_by_side_shows_the_settings_that_differ_and_distinct_labels(tmp_path):
+    """Two folders of the same pipeline name get their paths as labels; the differing settings get a table."""
+    a = make_run_dir(tmp_path / "x" / "run", seeds=(0, 1), arms=("pretrained", "random"))
+    b = make_run_dir(tmp_path / "y" / "run", seeds=(0, 1, 2), arms=("pretrained", "random"), sizes=(16, 4))
+    md = render_report([a, b], tmp_path / "side").read_text()
+    assert table_row(md, "`model.sizes`", "[16, 2]", "[16, 4]") is not None
+    assert table_row(md, "`seeds`", "[0, 1]", "[0, 1, 2]") is not None
+    assert table_row(md, "`name`") is None, "equal settings are not listed"
+    assert f"**{a}** = `{a}`" in md and f"**{b}** = `{b}`" in md
