@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", default="auto", help="CPU threads: a number, or auto (1 for networks no "
                      "wider than 256 units, else one per core)")
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+    run.add_argument("--executor", choices=["local", "ray"],
+                     help="local: every stage in this process (the default); ray: stages as Ray tasks "
+                          "(same as --set run.executor=...)")
+    run.add_argument("--workers", type=int, help="ray: worker processes to start on this machine, each with its "
+                     "share of the cores as torch threads (default: one per core)")
+    run.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                     help="ray: join this cluster (auto, or host:port; default $RAY_ADDRESS) instead of starting "
+                          "one here")
+    run.add_argument("--gpus-per-stage", type=float, help="ray: GPUs per stage; a fraction lets stages share one")
 
     validate = sub.add_parser("validate", help="check pipeline files (settings, data, label budgets) without "
                               "running them")
@@ -86,6 +95,11 @@ def cmd_run(args) -> int:
     overrides = list(args.overrides)
     if args.precision:
         overrides += [f"pretrain.precision={args.precision}", f"finetune.precision={args.precision}"]
+    for key, value in (("executor", args.executor), ("workers", args.workers), ("gpus_per_stage", args.gpus_per_stage)):
+        if value is not None:
+            overrides.append(f"run.{key}={value}")
+    if args.address:
+        overrides.append(f'run.address="{args.address}"')
     cfg = load_config(args.file, overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     bars = not args.quiet and sys.stderr.isatty()    # a log file gets plain lines, not redrawn bars

@@ -6,6 +6,7 @@ table, encodes it in batches and writes .npy or .parquet (columns code_0, code_1
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from .core.data import check_X, read_table
+from .core.files import atomic_write
 from .core.model import DeepAutoencoder, StackedEncoder
 from .core.train import EVAL_BATCH
 
@@ -95,19 +97,14 @@ def _read_features(path, label_column: str, encoder: StackedEncoder) -> tuple[to
 
 
 def _write_codes(output: Path, codes: np.ndarray, y: np.ndarray | None, label_column: str) -> None:
-    """Write to a temp file beside `output`, then rename: a reader never sees half a file."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
-        if output.suffix.lower() == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, codes)
-        else:
-            import pandas as pd
-            frame = pd.DataFrame(codes, columns=[f"code_{j}" for j in range(codes.shape[1])])
-            if y is not None:
-                frame[label_column] = y
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write atomically (core.files.atomic_write): a reader never sees half a file."""
+    buffer = io.BytesIO()
+    if output.suffix.lower() == ".npy":
+        np.save(buffer, codes)
+    else:
+        import pandas as pd
+        frame = pd.DataFrame(codes, columns=[f"code_{j}" for j in range(codes.shape[1])])
+        if y is not None:
+            frame[label_column] = y
+        frame.to_parquet(buffer, index=False)
+    atomic_write(output, buffer.getvalue())

@@ -47,7 +47,10 @@ CONFIG_CASES = [
     ("not-utf8", b"name = \"caf\xe9\"\n", r"p\.toml: cannot read pipeline file \('utf-8' codec can't decode"),
     # unknown keys, at each level
     ("unknown-section", "[training]\nepochs = 2\n",
-     r"unknown key 'training'; known keys: name, seeds, task, arms, data, model, pretrain, finetune, reference"),
+     r"unknown key 'training'; known keys: name, seeds, task, arms, data, model, pretrain, finetune, run, reference"),
+    ("run-executor-unknown", '[run]\nexecutor = "dask"\n', r"run.executor must be one of local, ray; got 'dask'"),
+    ("run-workers-negative", "[run]\nworkers = -1\n", r"run.workers must be >= 0"),
+    ("val-per-class-zero", "[data]\nval_per_class = 0\n", r"data.val_per_class must be \"budget\""),
     ("unknown-key-in-model", "[model]\nwidths = [8]\n",
      r"unknown key 'model.widths'; known keys in \[model\]: sizes, activation, output_activation"),
     ("unknown-subtable", "[pretrain.layer1]\nepochs = 2\n",

@@ -37,3 +37,22 @@ def test_quick_benchmark_in_bf16_against_an_fp32_baseline(tmp_path):
     assert "precision bf16 (baseline fp32)" in proc.stdout
     settings = json.loads(out.read_text())["settings"]
     assert (settings["precision"], settings["baseline_precision"]) == ("bf16", "fp32")
+
+
+def test_executor_simulator_schedules_the_stage_graph(tmp_path):
+    """The list schedule respects pretrain -> pretrained: 1 worker sums the stages, 2 workers finish when the
+    pretrained arm can (10 s of pretraining + 5 s), which is also the critical path."""
+    import json
+    sys.path.insert(0, str(BENCH.parent))
+    from simulate_executor import critical_path, makespan, read_stages
+    stages = tmp_path / "run" / "stages"
+    stages.mkdir(parents=True)
+    (stages / "pretrain_seed0.json").write_text(json.dumps({"wall_seconds": 10.0}))
+    for arm, seconds in (("pretrained", 5.0), ("random", 8.0), ("logreg", 1.0)):
+        (stages / f"arm_seed0_budgetall_{arm}.json").write_text(
+            json.dumps({"result": {"seed": 0, "arm": arm, "wall_seconds": seconds}}))
+    seconds, depends = read_stages(tmp_path / "run")
+    assert depends == {"arm_seed0_budgetall_pretrained": "pretrain_seed0"}
+    assert makespan(seconds, depends, 1) == 24.0
+    assert makespan(seconds, depends, 2) == 15.0 == critical_path(seconds, depends)
+    assert makespan(seconds, depends, 8) == 15.0

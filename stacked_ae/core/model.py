@@ -6,6 +6,7 @@ the deep autoencoder. The modules handed on are the trained ones, not copies.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from .data import check_X
+from .files import atomic_write
 from .layers import AutoencoderLayer, init_linear, loss_from_logits
 from .pretrain_config import PretrainConfig
 from .seeds import derive_seed
@@ -104,16 +106,20 @@ class StackedEncoder(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write weights and JSON metadata to one file, atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The contents of the file `save` writes (weights on CPU and JSON metadata)."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            torch.save({"metadata": json.dumps(self.metadata(), sort_keys=True), "state_dict": state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        buffer = io.BytesIO()
+        torch.save({"metadata": json.dumps(self.metadata(), sort_keys=True), "state_dict": state}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, map_location: str | torch.device = "cpu",
+                   source: str = "<bytes>") -> StackedEncoder:
+        """The encoder `to_bytes` wrote (checked like a file read by `load`; `source` names it in errors)."""
+        return cls._read(io.BytesIO(blob), source, map_location)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> StackedEncoder:
@@ -121,8 +127,12 @@ class StackedEncoder(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such checkpoint file")
+        return cls._read(path, path, map_location)
+
+    @classmethod
+    def _read(cls, source, path, map_location) -> StackedEncoder:
         try:
-            blob = torch.load(path, map_location=map_location, weights_only=True)
+            blob = torch.load(source, map_location=map_location, weights_only=True)
         except Exception as err:   # weights_only refuses pickled code without running it
             raise CheckpointError(f"{path}: not a readable stacked-ae checkpoint: truncated, corrupt, not written "
                                   f"by StackedEncoder.save, or holding objects other than tensors and plain "

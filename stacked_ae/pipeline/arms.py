@@ -28,7 +28,7 @@ from ..core.train import (
     predict_logits,
 )
 from .config import PipelineConfig
-from .rundir import RunDir, fingerprint, write_npy
+from .rundir import RunDir, fingerprint, npy_bytes
 
 NEEDS_PRETRAINING = ("pretrained", "frozen")
 SKLEARN_ARMS = ("logreg", "pca-logreg", "pca")
@@ -61,7 +61,7 @@ def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor
         (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset, val_subset), []
     else:
         metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset, val_subset)
-    write_npy(ctx.run.predictions_path(seed, budget, arm), predictions)
+    ctx.run.write(ctx.run.predictions_path(seed, budget, arm), npy_bytes(predictions))
     return metrics, history
 
 
@@ -88,7 +88,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
         ctx.run.save_stage(key, {"seed": seed, "status": "failed", "message": f"pretraining, seed {seed}: {err}",
                                  "wall_seconds": time.perf_counter() - start}, stamp)
         raise TrainingDiverged(f"pretraining, seed {seed}: {err}") from None
-    stack.save(path)
+    ctx.run.write(path, stack.to_bytes())
     ctx.counts["pretrain computed"] += 1
     rows = [{"seed": seed, "layer": k + 1, "epoch": row["epoch"], "train_loss": row["train_loss"],
              "val_loss": row.get("val_loss")} for k, history in enumerate(histories) for row in history]
@@ -248,7 +248,7 @@ def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str) -> tuple[
 
     stack, metrics, history = _grid(ctx, arm, fit_one)
     test = evaluate_reconstruction(stack.unroll(), d.X_test)   # the one read of the test split
-    stack.save(ctx.run.model_path(seed, budget, arm))
+    ctx.run.write(ctx.run.model_path(seed, budget, arm), stack.to_bytes())
     metrics.update(test_loss=test["loss"], test_sse=test["sse"])
     return metrics, history
 

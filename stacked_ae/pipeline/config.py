@@ -142,6 +142,26 @@ class FinetuneSection:
                            patience=self.patience, epoch_size=self.epoch_size, precision=self.precision)
 
 
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """How the stages run; never part of a stage's fingerprint (the executor does not change a number)."""
+    executor: str = "local"            # local (in process) | ray (worker processes, or a cluster)
+    workers: int = 0                   # ray: worker processes to start on this machine; 0 = one per core
+    address: str = ""                  # ray: join this cluster ("auto", or host:port) instead of starting one
+    gpus_per_stage: float = 0.0        # ray: GPUs (or a fraction of one) per stage
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"run.executor must be one of {', '.join(EXECUTORS)}; got {self.executor!r}")
+        if self.workers < 0:
+            raise ConfigError(f"run.workers must be >= 0 (0: one per core), got {self.workers!r}")
+        if not 0.0 <= self.gpus_per_stage:
+            raise ConfigError(f"run.gpus_per_stage must be >= 0, got {self.gpus_per_stage!r}")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     name: str = "experiment"
@@ -152,6 +172,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    run: RunSection = field(default_factory=RunSection)
     reference: dict = field(default_factory=dict)  # published figures and their source, for the report
 
     def __post_init__(self):
@@ -230,7 +251,8 @@ def _plain(value):
 
 # ---------------------------------------------------------------- typed construction from plain data
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "pretrain": PretrainSection, "finetune": FinetuneSection}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "pretrain": PretrainSection, "finetune": FinetuneSection,
+            "run": RunSection}
 
 
 def from_dict(raw: dict) -> PipelineConfig:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..core.files import atomic_write
 
 RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "n_val_labeled",
                   "subset_hash", "lr", "C", "epochs_trained", "best_epoch", "val_error", "val_loss", "test_error",
@@ -22,22 +23,12 @@ HISTORY_COLUMNS = ["seed", "budget", "arm", "lr", "epoch", "train_loss", "val_lo
 PRETRAIN_COLUMNS = ["seed", "layer", "epoch", "train_loss", "val_loss"]
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:   # interrupted (Ctrl-C) or failed: leave no temp file behind
-        tmp.unlink(missing_ok=True)
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
 
 
 def write_json(path: Path, obj) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+    atomic_write(path, json_bytes(obj))
 
 
 def _json_default(value):
@@ -48,10 +39,10 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
+def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -115,8 +106,12 @@ class RunDir:
             return None   # unreadable record (not ours, or damaged by hand): redo the stage
         return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
 
+    def write(self, path: Path, data: bytes) -> None:
+        """Every file a stage produces goes through here (a Ray worker keeps them for the driver instead)."""
+        atomic_write(path, data)
+
     def save_stage(self, key: str, record: dict, fingerprint: str) -> None:
-        write_json(self.stage_path(key), {**record, **self.provenance, "fingerprint": fingerprint})
+        self.write(self.stage_path(key), json_bytes({**record, **self.provenance, "fingerprint": fingerprint}))
 
     def stage_records(self, prefix: str) -> list[dict]:
         folder = self.root / "stages"

@@ -15,7 +15,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,13 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.data import Dataset, labeled_subset, load_dataset
-from ..core.seeds import derive_seed
-from ..core.train import TrainingDiverged, resolve_device
+from ..core.data import Dataset, load_dataset
+from ..core.files import atomic_write
+from ..core.train import resolve_device
 from ..core.version import __version__
-from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, RunContext, arm_fingerprint, pretrain_stage, train_arm
+from .arms import SKLEARN_ARMS, RunContext
 from .config import ConfigError, PipelineConfig, from_dict
-from .rundir import RunDir, atomic_write, budget_label, dataset_fingerprint, subset_hash, write_json, write_tables
+from .executors import pretrained_seeds, run_local, run_ray
+from .rundir import RunDir, dataset_fingerprint, write_json, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +56,21 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
     data_id = dataset_fingerprint(data)
     _write_start(run, cfg, data, device, data_id)
     ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
-    stages = [(seed, budget, arm) for seed in cfg.seeds for budget in cfg.data.budgets for arm in cfg.arms]
     previous_threads = torch.get_num_threads()
     if device.type == "cpu" and threads is not None:
         torch.set_num_threads(threads if threads != "auto" else auto_threads(cfg))
     try:
-        from tqdm.auto import tqdm
-        bar = tqdm(stages, desc=cfg.name, unit="stage", disable=not progress)
-        for seed, budget, arm in bar:
-            bar.set_postfix_str(f"seed {seed}, budget {budget_label(budget)}, {arm}")
-            run_stage(ctx, seed, budget, arm)
-        bar.close()
+        if cfg.run.executor == "ray":
+            placement = run_ray(ctx, cfg.run, progress)
+        else:
+            placement = run_local(ctx, progress)
     finally:   # the caller's thread setting is theirs: restore it, also after an error or Ctrl-C
         torch.set_num_threads(previous_threads)
     results = write_tables(run, list(cfg.seeds), list(cfg.data.budgets), list(cfg.arms))
-    pretrained_seeds = len(cfg.seeds) if any(arm in NEEDS_PRETRAINING for arm in cfg.arms) else 0
-    ctx.counts["pretrain reused"] = pretrained_seeds - ctx.counts["pretrain computed"]
-    results.attrs["stages"] = dict(ctx.counts)   # computed / reused, pretraining counted apart
-    _write_finish(run)
+    ctx.counts["pretrain reused"] = len(pretrained_seeds(cfg)) - ctx.counts["pretrain computed"]
+    # computed / reused stages of this invocation, pretraining counted apart
+    results.attrs["stages"] = {k: ctx.counts[k] for k in ("computed", "reused", "pretrain computed", "pretrain reused")}
+    _write_finish(run, dataclasses.asdict(cfg.run), placement)
     return results
 
 
@@ -248,8 +245,10 @@ def _write_samples(run: RunDir, data: Dataset, data_id: str, n: int = 2000) -> N
     atomic_write(run.root / "samples.npz", buffer.getvalue())
 
 
-def _write_finish(run: RunDir) -> None:
+def _write_finish(run: RunDir, executor: dict, placement: dict[str, str]) -> None:
     manifest = _read_manifest(run)
+    manifest["executor"] = executor
+    manifest["placement"] = {**manifest.get("placement", {}), **placement}   # stage key -> node:pid (Ray)
     seconds = {"pretrain": 0.0, "finetune": 0.0, "baselines": 0.0}
     for record in run.stage_records("pretrain_"):
         seconds["pretrain"] += record.get("wall_seconds", 0.0)
@@ -258,54 +257,3 @@ def _write_finish(run: RunDir) -> None:
         seconds[kind] += record["result"].get("wall_seconds") or 0.0
     manifest.update(finished=_now(), stage_seconds={k: round(v, 1) for k, v in seconds.items()})
     write_json(run.root / "manifest.json", manifest)
-
-
-# ---------------------------------------------------------------- stages
-
-def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
-    """One arm at one seed and budget; returns its results row (from cache when finished)."""
-    key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
-    stamp = arm_fingerprint(ctx.cfg, seed, budget, arm, ctx.data_id)
-    record = ctx.run.load_stage(key, stamp)
-    if record is not None:
-        ctx.counts["reused"] += 1
-        return record["result"]
-    ctx.counts["computed"] += 1
-    subset = labeled_subset(ctx.data.y_train.cpu(), budget, seed=derive_seed(seed, "labeled_subset", _key(budget)))
-    val_subset = validation_subset(ctx.data.y_val.cpu(), ctx.cfg, seed, budget)
-    row = {"task": ctx.cfg.task, "seed": seed, "budget": budget_label(budget), "arm": arm, "status": "ok",
-           "message": "", "n_labeled": len(subset), "n_val_labeled": len(val_subset),
-           "subset_hash": subset_hash(subset.numpy())}
-    history = []
-    start = time.perf_counter()
-    try:
-        if arm in NEEDS_PRETRAINING:
-            pretrain_stage(ctx, seed)          # a stage of its own, timed apart from the arm
-            start = time.perf_counter()
-        metrics, history = train_arm(ctx, seed, budget, arm, subset, val_subset)
-        row.update(metrics)
-    except TrainingDiverged as err:
-        row.update(status="failed", message=str(err))
-        log.warning("seed %s, budget %s, arm %s failed: %s", seed, budget_label(budget), arm, err)
-    row["wall_seconds"] = round(time.perf_counter() - start, 3)
-    for row_h in history:
-        row_h.update(seed=seed, budget=budget_label(budget), arm=arm)
-    ctx.run.save_stage(key, {"result": row, "history": history}, stamp)
-    log.info("seed %s, budget %s, %s: %s in %.1f s", seed, budget_label(budget), arm, row["status"],
-             row["wall_seconds"])
-    return row
-
-
-def _key(budget) -> int:
-    return 0 if budget == "all" else int(budget)
-
-
-def validation_subset(y_val: torch.Tensor, cfg: PipelineConfig, seed: int, budget) -> torch.Tensor:
-    """Indices of the validation examples that model selection may use at this budget: as many per class
-    as a user with this budget could have (`data.val_per_class`), drawn by seed and budget, the same for
-    every arm. Reconstruction selects on the whole validation split (it needs no labels)."""
-    per_class = cfg.data.val_per_class
-    if cfg.task == "reconstruction" or per_class == "all" or (per_class == "budget" and budget == "all"):
-        return torch.arange(len(y_val))
-    k = budget if per_class == "budget" else per_class
-    return labeled_subset(y_val, k, seed=derive_seed(seed, "val_subset", _key(budget)), at_most=True)

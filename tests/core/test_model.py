@@ -238,3 +238,21 @@ def test_dropout_training_is_deterministic_and_leaves_global_rng_alone(low_rank)
 def test_bad_dropout_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StackedEncoder.random(4, [4], seed=0).classifier(2, **kwargs)
+
+
+def test_encoder_bytes_round_trip_and_a_failed_save_leaves_no_temp_file(tmp_path, monkeypatch):
+    """to_bytes/from_bytes give the same weights as save/load; a save that fails midway leaves neither
+    a half-written checkpoint nor its temp file (one atomic writer serves every file the package writes)."""
+    from stacked_ae.core import files
+    encoder = StackedEncoder.random(12, [6, 3], seed=4)
+    again = StackedEncoder.from_bytes(encoder.to_bytes())
+    for a, b in zip(encoder.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+    def disk_full(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        encoder.save(tmp_path / "enc.pt")
+    assert list(tmp_path.iterdir()) == []

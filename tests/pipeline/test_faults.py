@@ -124,6 +124,7 @@ def test_ctrl_c_during_pretraining_abandons_it_cleanly(tmp_path, monkeypatch, ca
 
 def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
     """Ctrl-C between writing the temp file and renaming it: readers still see the old file, whole."""
+    from stacked_ae.core import files
     from stacked_ae.pipeline import rundir
     path = tmp_path / "stages" / "arm.json"
     rundir.write_json(path, {"version": 1})
@@ -131,7 +132,7 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_pa
     def ctrl_c(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rundir.os, "replace", ctrl_c)
+    monkeypatch.setattr(files.os, "replace", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         rundir.write_json(path, {"version": 2})
     assert json.loads(path.read_text()) == {"version": 1}

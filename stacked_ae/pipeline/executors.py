@@ -1,0 +1,210 @@
+"""Executors walk the stage graph of a pipeline: `run_local` in this process (the default), `run_ray` as
+Ray tasks on worker processes of this machine or on a cluster.
+
+The graph: pretrain(seed) feeds the arms that start from its encoder (`pretrained`, `frozen`); every
+other arm depends on nothing. On Ray, the driver puts the dataset into the object store once, a
+pretraining task returns its encoder's bytes, and the arms that need it receive them through Ray's
+task dependencies. Every task returns the files its stage produced; only the driver writes the run
+folder, atomically, as the local executor does. A stage is seeded from its own settings only, so the
+executor never changes a number.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+
+from ..core.files import atomic_write
+from ..core.model import StackedEncoder
+from ..core.train import TrainingDiverged
+from .arms import NEEDS_PRETRAINING, RunContext, arm_fingerprint, pretrain_fingerprint, pretrain_stage
+from .config import from_dict
+from .rundir import RunDir, budget_label
+from .stages import run_stage
+
+log = logging.getLogger(__name__)
+
+INSTALL_RAY = 'pip install "stacked-ae[ray]"   (from a checkout: pip install -e ".[ray]")'
+
+
+class ExecutorError(ValueError):
+    """The executor cannot run: Ray is missing, or the cluster cannot be reached."""
+
+
+def arm_stages(cfg) -> list[tuple[int, object, str]]:
+    """(seed, budget, arm) of every arm stage, in the order of results.csv."""
+    return [(seed, budget, arm) for seed in cfg.seeds for budget in cfg.data.budgets for arm in cfg.arms]
+
+
+def pretrained_seeds(cfg) -> list[int]:
+    """Seeds whose pretraining some arm starts from (the graph's pretrain nodes)."""
+    return list(cfg.seeds) if any(arm in NEEDS_PRETRAINING for arm in cfg.arms) else []
+
+
+# ---------------------------------------------------------------- local
+
+def run_local(ctx: RunContext, progress: bool) -> dict[str, str]:
+    """Every stage in this process, in results.csv order; pretraining runs when an arm first needs it."""
+    from tqdm.auto import tqdm
+    stages = arm_stages(ctx.cfg)
+    bar = tqdm(stages, desc=ctx.cfg.name, unit="stage", disable=not progress)
+    for seed, budget, arm in bar:
+        bar.set_postfix_str(f"seed {seed}, budget {budget_label(budget)}, {arm}")
+        run_stage(ctx, seed, budget, arm)
+    bar.close()
+    return {}
+
+
+# ---------------------------------------------------------------- Ray
+
+class MemoryRunDir(RunDir):
+    """A worker's view of the run folder: what a stage writes is kept in memory for the driver, and the
+    stage records it is handed (a finished pretraining) are read from memory too."""
+
+    def __init__(self, root: Path, provenance: dict, files: dict[str, bytes] | None = None):
+        super().__init__(root, provenance)
+        self.files = dict(files or {})
+
+    def write(self, path: Path, data: bytes) -> None:
+        self.files[Path(path).relative_to(self.root).as_posix()] = data
+
+    def load_stage(self, key: str, fingerprint: str) -> dict | None:
+        blob = self.files.get(self.stage_path(key).relative_to(self.root).as_posix())
+        record = json.loads(blob) if blob is not None else None
+        return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
+
+
+def stage_task(cfg_dict: dict, data, stage: tuple, pretrained: dict | None, threads: int, device: str,
+               provenance: dict, data_id: str) -> dict:
+    """Run one stage in a worker; returns {"files": {relative path: bytes}, "node", "seconds"}."""
+    torch.set_num_threads(threads)
+    cfg, (kind, seed, budget, arm) = from_dict(cfg_dict), stage
+    device = torch.device(device)
+    data = _to(data, device)
+    run = MemoryRunDir(Path("/run"), provenance, (pretrained or {}).get("files"))
+    ctx = RunContext(cfg, data, run, device, False, {}, data_id)
+    if pretrained and pretrained.get("encoder") is not None:
+        ctx.stacks[seed] = StackedEncoder.from_bytes(pretrained["encoder"], map_location=device)
+    start = time.perf_counter()
+    if kind == "pretrain":
+        try:
+            pretrain_stage(ctx, seed)
+        except TrainingDiverged:
+            pass   # its failed record is among the files; the arms built on it fail in turn
+        encoder = run.files.get(run.encoder_path(seed).relative_to(run.root).as_posix())
+        return {"files": run.files, "encoder": encoder, "node": _node(), "seconds": time.perf_counter() - start}
+    given = set((pretrained or {}).get("files", {}))
+    run_stage(ctx, seed, budget, arm)
+    files = {path: blob for path, blob in run.files.items() if path not in given}
+    return {"files": files, "node": _node(), "seconds": time.perf_counter() - start}
+
+
+def _to(data, device: torch.device):
+    import dataclasses
+    return dataclasses.replace(data, **{f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(data)
+                                        if isinstance(getattr(data, f.name), torch.Tensor)})
+
+
+def _node() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError(f"--executor ray needs Ray, which is not installed: {INSTALL_RAY}") from None
+    return ray
+
+
+def start_ray(ray, workers: int, address: str) -> bool:
+    """Join `address`, or start Ray here with `workers` CPUs; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=workers, **kwargs)
+    except ConnectionError as err:
+        raise ExecutorError(f"--address {address}: no Ray cluster answered ({err})") from None
+    return True
+
+
+def worker_threads(workers: int, address: str) -> int:
+    """Each local worker's share of this machine's cores as torch threads (1 when workers = cores)."""
+    return 1 if address else max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def run_ray(ctx: RunContext, settings, progress: bool) -> dict[str, str]:
+    """Every stage as a Ray task; the driver writes each stage's files as it finishes. Returns the
+    placement of every computed stage (stage key -> node:pid)."""
+    ray = _import_ray()
+    workers = settings.workers or (os.cpu_count() or 1)
+    started = start_ray(ray, workers, settings.address)
+    try:
+        return _submit_and_collect(ray, ctx, settings, worker_threads(workers, settings.address), progress)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: bool) -> dict[str, str]:
+    cfg, run = ctx.cfg, ctx.run
+    task = ray.remote(stage_task).options(num_cpus=1, num_gpus=settings.gpus_per_stage, max_retries=3)
+    device = "cuda" if settings.gpus_per_stage > 0 else "cpu"
+    common = (cfg.to_dict(), ray.put(_to(ctx.data, torch.device("cpu"))))
+    extra = (threads, device, run.provenance, ctx.data_id)
+    pending, encoders = {}, {}
+    for seed in pretrained_seeds(cfg):
+        encoders[seed] = _cached_pretraining(run, cfg, seed, ctx.data_id)
+        if encoders[seed] is None:
+            ref = task.remote(*common, ("pretrain", seed, None, None), None, *extra)
+            encoders[seed], pending[ref] = ref, f"pretrain_seed{seed}"
+            ctx.counts["pretrain computed"] += 1
+    for seed, budget, arm in arm_stages(cfg):
+        key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+        if run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, ctx.data_id)) is not None:
+            ctx.counts["reused"] += 1
+            continue
+        dependency = encoders.get(seed) if arm in NEEDS_PRETRAINING else None
+        pending[task.remote(*common, ("arm", seed, budget, arm), dependency, *extra)] = key
+        ctx.counts["computed"] += 1
+    return _collect(ray, run, pending, cfg.name, progress)
+
+
+def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | None:
+    """A finished pretraining as a task would return it (its record and encoder), or None to compute it."""
+    key = f"pretrain_seed{seed}"
+    record = run.load_stage(key, pretrain_fingerprint(cfg, seed, data_id))
+    path = run.encoder_path(seed)
+    if record is None or (record.get("status") == "ok" and not path.is_file()):
+        return None
+    stage_file = run.stage_path(key).relative_to(run.root).as_posix()
+    encoder = path.read_bytes() if record.get("status") == "ok" else None
+    return {"files": {stage_file: run.stage_path(key).read_bytes()}, "encoder": encoder}
+
+
+def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool) -> dict[str, str]:
+    from tqdm.auto import tqdm
+    placement = {}
+    bar = tqdm(total=len(pending), desc=name, unit="stage", disable=not progress)
+    try:
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            key, out = pending.pop(ref), ray.get(ref)
+            for relative, blob in out["files"].items():
+                atomic_write(run.root / relative, blob)
+            placement[key] = out["node"]
+            log.info("%s: done on %s in %.1f s", key, out["node"], out["seconds"])
+            bar.update()
+            bar.set_postfix_str(f"{len(pending)} running or queued")
+    finally:
+        bar.close()
+    return placement

@@ -1,0 +1,134 @@
+"""The Ray executor gives the local executor's numbers: on local worker processes, on a two-node cluster
+started inside the test, after a worker is killed mid-stage, and when a rerun resumes a run folder.
+
+Ray starts twice in this module (once on its own, once as a two-node cluster), so the module takes
+about a minute on 2 cores.
+"""
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from stacked_ae.cli import main
+from stacked_ae.pipeline.config import from_dict
+from stacked_ae.pipeline.executors import ExecutorError, worker_threads
+from stacked_ae.pipeline.runner import run_pipeline
+
+ray = pytest.importorskip("ray")
+
+TINY = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "data": {"dataset": "digits", "budgets": [5, "all"]},
+    "model": {"sizes": [24, 12]},
+    "pretrain": {"epochs": 2, "batch_size": 64, "noise": 0.2},
+    "finetune": {"epochs": 3, "lr": [0.01, 0.03], "batch_size": 64, "patience": 2},
+}
+
+
+def results(run_dir) -> pd.DataFrame:
+    """results.csv without its wall times: the columns an executor must not change."""
+    return pd.read_csv(run_dir / "results.csv").drop(columns=["wall_seconds"])
+
+
+def run(settings: dict, out, **run_settings):
+    cfg = from_dict({**settings, "run": run_settings} if run_settings else settings)
+    return run_pipeline(cfg, out, device="cpu", progress=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "run"
+    run(TINY, out)
+    return out
+
+
+def test_ray_on_local_workers_equals_the_local_run(local_run, tmp_path):
+    """--executor ray --workers 2 (Ray started and stopped by the run) writes the local run's results.csv."""
+    assert not ray.is_initialized()
+    out = tmp_path / "ray"
+    frame = run(TINY, out, executor="ray", workers=2)
+    assert not ray.is_initialized(), "the run started Ray, so it shuts it down"
+    pd.testing.assert_frame_equal(results(out), results(local_run))
+    assert frame.attrs["stages"] == {"computed": 20, "reused": 0, "pretrain computed": 2, "pretrain reused": 0}
+    manifest = pd.read_json(out / "manifest.json", typ="series")
+    assert manifest["executor"]["executor"] == "ray" and len(manifest["placement"]) == 22
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a worker node with one CPU each, on this machine."""
+    from ray.cluster_utils import Cluster
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False)
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def test_ray_on_a_two_node_cluster_equals_the_local_run(cluster, local_run, tmp_path):
+    """Joining a cluster (--address) gives the same numbers; the stages ran in several worker processes."""
+    out = tmp_path / "cluster"
+    run(TINY, out, executor="ray", address=cluster.address)
+    pd.testing.assert_frame_equal(results(out), results(local_run))
+    placement = pd.read_json(out / "manifest.json", typ="series")["placement"]
+    assert len(set(placement.values())) >= 2, placement
+
+
+def test_a_rerun_on_ray_reuses_finished_stages(cluster, local_run, tmp_path):
+    """Stages a killed driver left behind are reused: delete some records, rerun, only those are recomputed."""
+    out = tmp_path / "resumed"
+    run(TINY, out, executor="ray", address=cluster.address)
+    for path in sorted((out / "stages").glob("arm_seed1_*.json")):
+        path.unlink()
+    frame = run(TINY, out, executor="ray", address=cluster.address)
+    assert frame.attrs["stages"]["computed"] == 10 and frame.attrs["stages"]["reused"] == 10
+    assert frame.attrs["stages"]["pretrain computed"] == 0
+    pd.testing.assert_frame_equal(results(out), results(local_run))
+
+
+def test_a_worker_killed_mid_stage_is_retried_with_identical_results(cluster, tmp_path):
+    """SIGKILL a worker while it pretrains: Ray retries the task and the run ends with the local numbers."""
+    slow = {**TINY, "seeds": [0], "pretrain": {**TINY["pretrain"], "epochs": 60}, "arms": ["pretrained", "logreg"]}
+    run(slow, tmp_path / "local")
+    killed = []
+
+    def kill_one_worker():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            found = subprocess.run(["pgrep", "-f", "ray::stage_task"], capture_output=True, text=True).stdout.split()
+            if found:
+                time.sleep(0.5)        # well inside the stage
+                subprocess.run(["kill", f"-{signal.SIGKILL.value}", found[0]])
+                killed.append(found[0])
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    run(slow, tmp_path / "ray", executor="ray", address=cluster.address)
+    killer.join()
+    assert killed, "no worker was seen running a stage"
+    pd.testing.assert_frame_equal(results(tmp_path / "ray"), results(tmp_path / "local"))
+
+
+def test_without_ray_the_cli_exits_2_with_the_install_command(tmp_path, monkeypatch, capsys):
+    """`--executor ray` where Ray is not installed: one line naming the extra to install, exit status 2."""
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text('name = "tiny"\n[data]\ndataset = "digits"\n[model]\nsizes = [8]\n')
+    monkeypatch.setitem(sys.modules, "ray", None)     # `import ray` now raises ImportError
+    assert main(["run", str(pipeline), "--out", str(tmp_path / "r"), "--executor", "ray", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "needs Ray, which is not installed" in err and 'pip install "stacked-ae[ray]"' in err
+    assert issubclass(ExecutorError, ValueError)
+
+
+def test_each_local_worker_gets_its_share_of_the_cores(monkeypatch):
+    """N workers on a machine of C cores get C // N torch threads each (1 when N = C); cluster workers 1."""
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert [worker_threads(n, "") for n in (1, 2, 16, 32)] == [16, 8, 1, 1]
+    assert worker_threads(4, "auto") == 1
