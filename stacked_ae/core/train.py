@@ -222,8 +222,10 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     optimizer = make_optimizer(params, cfg)
     schedule = make_schedule(optimizer, cfg)
     history, best, best_epoch, best_state, stale = [], None, None, None, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc=stage, leave=False, disable=not progress, unit="epoch")
-    for epoch in bar:
+    # a manual bar: iterating tqdm over the epochs only refreshes its count now and then, so a postfix
+    # written every epoch would show a count that stands still
+    bar = tqdm(total=cfg.epochs, desc=stage, leave=False, disable=not progress, unit="epoch")
+    for epoch in range(1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_epoch(model, X, y, loss_fn, optimizer, cfg.batch_size, generator,
                                  cfg.epoch_size, cfg.precision).item()
@@ -242,7 +244,9 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
             else:
                 stale += 1
         history.append(row)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss") or k.endswith("error")})
+        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss") or k.endswith("error")},
+                        refresh=False)
+        bar.update(1)
         log.info("%s epoch %d: %s", stage, epoch, row)
         if cfg.patience is not None and stale >= cfg.patience:
             break

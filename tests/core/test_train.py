@@ -275,3 +275,29 @@ def test_bf16_penalties_are_computed_in_fp32():
     assert sparse.dtype == contract.dtype == torch.float32
     assert sparse.item() == pytest.approx(layer.sparsity_penalty(h.float()).item(), rel=1e-6)
     assert contract.item() == pytest.approx(layer.contractive_penalty(z.float(), h.float()).item(), rel=1e-6)
+
+
+def test_the_epoch_bar_counts_every_epoch(digits, monkeypatch):
+    """The per-epoch progress bar advances once per epoch, so the count shown beside each epoch's losses is
+    that epoch's (iterating tqdm over the epochs refreshed the count only now and then)."""
+    import tqdm.auto
+
+    class Recorder(tqdm.auto.tqdm):
+        made = []
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": True})
+            self.counts = []
+            Recorder.made.append(self)
+
+        def set_postfix(self, *args, **kwargs):
+            self.counts.append(self.n)
+
+        def update(self, n=1):
+            self.n += n
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    layer = AutoencoderLayer(64, 8, seed=0)
+    fit_autoencoder(layer, digits.X_train, TrainConfig(epochs=4, batch_size=256), seed=0, progress=True)
+    bar = Recorder.made[-1]
+    assert bar.counts == [0, 1, 2, 3] and bar.n == 4, (bar.counts, bar.n)
