@@ -75,6 +75,16 @@ def test_run_with_a_missing_data_root_lists_where_it_looked(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "were not found. Looked in" in err and str(tmp_path / "nowhere") in err
+    assert "--set data.download=true" in err, "the hint speaks the CLI's language"
+    assert not (tmp_path / "m" / "config.json").exists(), "a run that never started leaves no config.json"
+
+
+def test_a_table_without_its_label_column_names_the_override(tmp_path, capsys):
+    """A user table whose label column is named otherwise: the error says which --set fixes it."""
+    (tmp_path / "t.csv").write_text("a,b,klass\n0.1,0.2,0\n0.3,0.4,1\n")
+    (tmp_path / "p.toml").write_text('name = "t"\n[data]\ndataset = "t.csv"\n')
+    assert main(["validate", str(tmp_path / "p.toml")]) == 2
+    assert "--set data.label_column=..." in capsys.readouterr().err
 
 
 def test_budget_larger_than_smallest_class_fails_before_training(tmp_path, capsys):
