@@ -216,3 +216,16 @@ def test_run_summary_counts_computed_and_reused_stages(smoke_file, tmp_path, cap
     assert main(args) == 0
     assert "this invocation: 0 stages computed, 20 reused; pretraining: 0 seeds computed, 2 reused" in \
         capsys.readouterr().out
+
+
+def test_every_option_of_every_command_has_help_text():
+    """`sae X --help` explains each option (a bare `--device` with no help was a gap)."""
+    import argparse
+
+    from stacked_ae.cli import build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"sae {name} {'/'.join(action.option_strings) or action.dest}"
+               for name, sub in commands.items() for action in sub._actions
+               if not isinstance(action, argparse._HelpAction) and not action.help]
+    assert not missing, missing
