@@ -18,7 +18,6 @@ import torch
 from ..core.data import Dataset
 from ..core.model import CheckpointError, StackedEncoder
 from ..core.pretrain import greedy_pretrain
-from ..core.pretrain_config import LAYER_FIELDS
 from ..core.train import (
     TrainingDiverged,
     evaluate_classifier,
@@ -98,6 +97,10 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     return stack
 
 
+# The [pretrain] settings that shape the weights pretraining starts from, besides [model]'s sizes and
+# activations: the random arm depends on these. Corruption and the penalties act in pretraining only.
+INIT_FIELDS = ("tied",)
+
 # Bumped whenever the code changes what a stage computes from the same settings (seed streams, the
 # validation protocol): stages recorded under another protocol are recomputed, never silently reused.
 PROTOCOL = 2
@@ -113,7 +116,7 @@ def pretrain_fingerprint(cfg: PipelineConfig, seed: int, data_id: str) -> str:
 def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> str:
     """What an arm depends on, and nothing more: a [pretrain] edit leaves the baselines and a [finetune]
     edit leaves pretraining alone. The random arm starts from pretraining's initial weights, so it
-    depends on the layer settings of [pretrain] but not on how pretraining trains."""
+    depends on the [pretrain] settings that shape them (INIT_FIELDS) but not on how pretraining trains."""
     settings = cfg.to_dict()
     depends = {"protocol": PROTOCOL, "data": data_id, "task": cfg.task, "seed": seed, "budget": budget, "arm": arm}
     if cfg.task == "classification":
@@ -124,7 +127,7 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
         return fingerprint(depends)
     depends.update(model=settings["model"], finetune=settings["finetune"], pretrain=settings["pretrain"])
     if arm not in NEEDS_PRETRAINING:
-        depends["pretrain"] = {k: v for k, v in settings["pretrain"].items() if k in LAYER_FIELDS}
+        depends["pretrain"] = {k: settings["pretrain"][k] for k in INIT_FIELDS}
     return fingerprint(depends)
 
 
@@ -184,7 +187,13 @@ def _grid(ctx: RunContext, arm: str, fit_one) -> tuple[object, dict, list[dict]]
         raise TrainingDiverged(f"{arm}: every learning rate diverged: " + "; ".join(errors))
     model, lr, val, _ = best
     rows = [{"lr": grid_lr, **_history_row(row), "selected": grid_lr == lr} for grid_lr, r in history for row in r]
-    return model, {"lr": lr, **val}, rows
+    return model, {"lr": lr, "on_grid_edge": on_grid_edge(lr, ctx.cfg.finetune.lr), **val}, rows
+
+
+def on_grid_edge(value: float, grid) -> bool:
+    """Whether a selected value is the smallest or largest of its grid (a one-value grid: always), so the
+    optimum may lie outside it."""
+    return value in (min(grid), max(grid))
 
 
 def _history_row(row: dict) -> dict:
@@ -288,7 +297,7 @@ def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
     (val_error, val_loss), C, clf = best
     test_proba = _full_proba(clf, X_test, d.n_classes)
     predictions = test_proba.argmax(1).astype(np.int64)
-    metrics = {"C": C, "val_error": val_error, "val_loss": val_loss,
+    metrics = {"C": C, "on_grid_edge": on_grid_edge(C, C_GRID), "val_error": val_error, "val_loss": val_loss,
                "test_error": float((predictions != y_test).mean()), "test_loss": _nll(test_proba, y_test)}
     return metrics, predictions
 

@@ -17,8 +17,8 @@ import pandas as pd
 from ..core.files import atomic_write
 
 RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "n_val_labeled",
-                  "subset_hash", "lr", "C", "epochs_trained", "best_epoch", "val_error", "val_loss", "test_error",
-                  "test_loss", "test_sse", "wall_seconds"]
+                  "subset_hash", "lr", "C", "on_grid_edge", "epochs_trained", "best_epoch", "val_error", "val_loss",
+                  "test_error", "test_loss", "test_sse", "wall_seconds"]
 HISTORY_COLUMNS = ["seed", "budget", "arm", "lr", "epoch", "train_loss", "val_loss", "val_error", "selected"]
 PRETRAIN_COLUMNS = ["seed", "layer", "epoch", "train_loss", "val_loss"]
 
@@ -152,8 +152,9 @@ def write_tables(run: RunDir, seeds: list[int], budgets: list, arms: list[str]) 
         if record["seed"] in seeds_set:
             pretrain += record.get("history", [])
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    # counts: empty for scikit-learn arms (epochs) and for rows written before the column existed (n_val_labeled)
-    results = results.astype({"epochs_trained": "Int64", "best_epoch": "Int64", "n_val_labeled": "Int64"})
+    # empty for scikit-learn arms (epochs), pca (grid), and rows written before the column existed (n_val_labeled)
+    results = results.astype({"epochs_trained": "Int64", "best_epoch": "Int64", "n_val_labeled": "Int64",
+                              "on_grid_edge": "boolean"})
     if len(results):
         results = _order(results, arms, budgets)
     write_csv(run.root / "results.csv", results)

@@ -26,7 +26,7 @@ from ..core.data import Dataset, load_dataset
 from ..core.files import atomic_write
 from ..core.train import resolve_device
 from ..core.version import __version__
-from .arms import SKLEARN_ARMS, RunContext
+from .arms import PROTOCOL, SKLEARN_ARMS, RunContext
 from .config import ConfigError, PipelineConfig, from_dict
 from .executors import pretrained_seeds, run_local, run_ray
 from .rundir import RunDir, dataset_fingerprint, write_json, write_tables
@@ -48,7 +48,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
     `threads` sets torch's CPU threads for the run: an int, "auto" (see `auto_threads`), or
     None to leave torch's setting alone."""
     run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name,
-                 provenance={"stacked_ae_version": __version__, "git_commit": _git_commit()})
+                 provenance={"stacked_ae_version": __version__, "git_commit": _git_commit(), "protocol": PROTOCOL})
     check_run_dir(run)
     device = resolve_device(device)
     data = check_data(cfg, data_root)     # bad data fails here, before anything is written

@@ -139,6 +139,22 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_pa
     assert [p.name for p in path.parent.iterdir()] == ["arm.json"]
 
 
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    """A write that fails before the rename (a full disk at fsync) raises, keeps the old file and cleans up."""
+    from stacked_ae.core import files
+    path = tmp_path / "encoders" / "seed0.pt"
+    files.atomic_write(path, b"old")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        files.atomic_write(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in path.parent.iterdir()] == ["seed0.pt"]
+
+
 def test_ctrl_c_after_force_says_to_resume_without_force(tmp_path, monkeypatch, capsys):
     """After `--force`, the resume hint drops --force: rerunning with it would discard the stages just kept."""
     pipeline = tmp_path / "tiny.toml"

@@ -289,6 +289,47 @@ def test_shipped_run_folders_still_load_with_todays_code(name):
     assert sorted((root / "reports" / name / "stages").glob("*.json")), f"reports/{name}/stages is empty"
 
 
+@pytest.mark.parametrize("name", ["quickstart", "mnist-sdae", "mnist-deep-ae", "mnist-2d", "fashion-mnist-sdae"])
+def test_shipped_stages_are_current_or_marked_as_older(name):
+    """Every committed stage record either names an older protocol (absent: made before records named it), so
+    `sae run` recomputes it, or matches the fingerprint today's code computes from the run's own config.json
+    and data: fingerprints that change without a new protocol would rerun, or silently reuse, shipped stages."""
+    from stacked_ae.pipeline.arms import PROTOCOL
+    folder = Path(__file__).resolve().parents[2] / "reports" / name
+    records = {p.stem: json.loads(p.read_text()) for p in (folder / "stages").glob("*.json")}
+    assert records and all(r.get("protocol", 0) <= PROTOCOL for r in records.values())
+    current = {key for key, record in records.items() if record.get("protocol") == PROTOCOL}
+    if not current:
+        return
+    cfg = from_dict(json.loads((folder / "config.json").read_text()))
+    stamps = _today_fingerprints(cfg, _data_id(cfg))
+    stale = sorted(key for key in current if stamps.get(key) != records[key]["fingerprint"])
+    assert not stale, f"reports/{name}: {len(stale)} stages of protocol {PROTOCOL} no longer match: {stale[:5]}"
+
+
+def _data_id(cfg) -> str:
+    """The content hash of a pipeline's data; skips when the MNIST / Fashion-MNIST files are absent."""
+    from stacked_ae.core.data import DATA_ENV, DataNotFoundError
+    from stacked_ae.pipeline.rundir import dataset_fingerprint
+    from stacked_ae.pipeline.runner import check_data
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    try:
+        return dataset_fingerprint(check_data(cfg, None if cfg.data.dataset == "digits" else
+                                              os.environ.get(DATA_ENV) or shared))
+    except DataNotFoundError as err:
+        pytest.skip(f"{cfg.data.dataset} files not found ({err})")
+
+
+def _today_fingerprints(cfg, data_id: str) -> dict:
+    from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
+    from stacked_ae.pipeline.executors import arm_stages
+    from stacked_ae.pipeline.rundir import budget_label
+    stamps = {f"pretrain_seed{seed}": pretrain_fingerprint(cfg, seed, data_id) for seed in cfg.seeds}
+    for seed, budget, arm in arm_stages(cfg):
+        stamps[f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"] = arm_fingerprint(cfg, seed, budget, arm, data_id)
+    return stamps
+
+
 def _fingerprints(settings: dict, data_id: str = "d") -> dict:
     from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
     cfg = from_dict(settings)
@@ -297,9 +338,10 @@ def _fingerprints(settings: dict, data_id: str = "d") -> dict:
 
 
 def test_fingerprints_cover_what_each_stage_depends_on_and_nothing_else():
-    """A [pretrain] training edit reruns pretraining and the arms built on it, never the random arm or the
-    baselines; a [pretrain] layer edit reaches the random arm too; [finetune] never reaches pretraining or
-    the baselines; new data (another content hash) reruns everything; the lists of seeds and budgets do not."""
+    """A [pretrain] training, corruption or penalty edit reruns pretraining and the arms built on it, never the
+    random arm or the baselines; an edit of the initial weights' shape (tied) reaches the random arm too;
+    [finetune] never reaches pretraining or the baselines; new data (another content hash) reruns everything;
+    the lists of seeds and budgets, the name, the executor and the references do not."""
     base = dict(TINY, arms=["pretrained", "random", "frozen", "logreg", "pca-logreg"])
     before = _fingerprints(base)
 
@@ -307,7 +349,8 @@ def test_fingerprints_cover_what_each_stage_depends_on_and_nothing_else():
         after = _fingerprints(settings or base, data_id)
         return {stage for stage in before if after[stage] != before[stage]}
 
-    assert changed(dict(base, pretrain=dict(base["pretrain"], epochs=3))) == {"pretrain", "pretrained", "frozen"}
+    for edit in ({"epochs": 3}, {"lr": 0.01}, {"noise": 0.4}, {"corruption": "gaussian"}, {"sparsity": 0.1}):
+        assert changed(dict(base, pretrain=dict(base["pretrain"], **edit))) == {"pretrain", "pretrained", "frozen"}
     assert changed(dict(base, pretrain=dict(base["pretrain"], tied=True))) == {
         "pretrain", "pretrained", "frozen", "random"}
     assert changed(dict(base, finetune=dict(base["finetune"], epochs=9))) == {"pretrained", "frozen", "random"}
@@ -316,6 +359,37 @@ def test_fingerprints_cover_what_each_stage_depends_on_and_nothing_else():
     assert changed(dict(base, model={"sizes": [24, 10]})) == set(before) - {"logreg"}   # pixels need no model
     assert changed(data_id="other") == set(before)
     assert changed(dict(base, seeds=[0, 5], data=dict(base["data"], budgets=[5, 20]))) == set()
+    assert changed(dict(base, name="renamed", reference={"source": "a paper"},
+                        run={"executor": "ray", "workers": 2})) == set()
+
+
+def test_the_random_arms_start_depends_on_no_pretrain_setting_but_its_fingerprints():
+    """StackedEncoder.random gives the same weights whatever the [pretrain] settings outside INIT_FIELDS (and
+    layer activations), so leaving them out of the random arm's fingerprint never reuses a stale result."""
+    import torch
+
+    from stacked_ae.core.model import StackedEncoder
+    from stacked_ae.core.pretrain_config import LAYER_FIELDS
+    from stacked_ae.pipeline.arms import INIT_FIELDS
+    others = {"corruption": "gaussian", "noise": 0.3, "sparsity": 0.2, "sparsity_target": 0.1, "contractive": 0.5}
+    assert set(others) == set(LAYER_FIELDS) - set(INIT_FIELDS) - {"activation", "output_activation"}
+    plain = StackedEncoder.random(16, [8, 4], seed=3).state_dict()
+    edited = StackedEncoder.random(16, [8, 4], seed=3, **others).state_dict()
+    assert plain.keys() == edited.keys()
+    for key in plain:
+        torch.testing.assert_close(edited[key], plain[key], rtol=0, atol=0, msg=key)
+    tied = StackedEncoder.random(16, [8, 4], seed=3, tied=True).state_dict()
+    assert tied.keys() != plain.keys()
+
+
+def test_an_arms_fingerprint_does_not_depend_on_the_other_arms():
+    """Adding or dropping arms from a pipeline leaves the stages of the arms it keeps reusable."""
+    from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
+    full = from_dict(dict(TINY, arms=["pretrained", "random", "frozen", "logreg", "pca-logreg"]))
+    for arm in full.arms:
+        alone = from_dict(dict(TINY, arms=[arm]))
+        assert arm_fingerprint(alone, 1, "all", arm, "d") == arm_fingerprint(full, 1, "all", arm, "d"), arm
+    assert pretrain_fingerprint(from_dict(dict(TINY, arms=["frozen"])), 0, "d") == pretrain_fingerprint(full, 0, "d")
 
 
 def test_stages_of_another_protocol_are_recomputed(tmp_path, monkeypatch):
@@ -332,10 +406,13 @@ def test_stages_of_another_protocol_are_recomputed(tmp_path, monkeypatch):
 
 
 def test_stage_records_keep_the_version_and_commit_that_made_them(tiny_run):
-    """Each stage record names the stacked-ae version and the git commit (null outside git) it came from."""
+    """Each stage record names the stacked-ae version, the git commit (null outside git) and the protocol it came
+    from."""
     from stacked_ae import __version__
+    from stacked_ae.pipeline.arms import PROTOCOL
     records = [json.loads(p.read_text()) for p in (tiny_run[0] / "stages").glob("*.json")]
     assert records and all(r["stacked_ae_version"] == __version__ and "git_commit" in r for r in records)
+    assert all(r["protocol"] == PROTOCOL for r in records)
 
 
 def test_validation_labels_match_the_budget_and_are_shared_by_the_arms(tiny_run):
@@ -370,6 +447,18 @@ def test_logreg_baselines_choose_C_on_validation(tiny_run):
     assert len(chosen) and chosen.isin(C_GRID).all(), chosen.tolist()
 
 
+def test_results_flag_selections_on_the_edge_of_their_grid(tiny_run):
+    """on_grid_edge is true exactly where the selected lr (networks) or C (baselines) is an end of its grid."""
+    from stacked_ae.pipeline.arms import C_GRID, on_grid_edge
+    assert [on_grid_edge(v, (1e-3, 1e-2, 1e-1)) for v in (1e-3, 1e-2, 1e-1)] == [True, False, True]
+    assert on_grid_edge(5e-4, (5e-4,))
+    results = pd.read_csv(tiny_run[0] / "results.csv")
+    ends = {"lr": {0.01, 0.03}, "C": {min(C_GRID), max(C_GRID)}}
+    for _, row in results.iterrows():
+        column = "C" if row["arm"] in ("logreg", "pca-logreg") else "lr"
+        assert row["on_grid_edge"] == (row[column] in ends[column]), row.to_dict()
+
+
 def test_samples_follow_the_data_split(tmp_path):
     """samples.npz is redrawn when the split changes (else figures would show another test set)."""
     import numpy as np
@@ -381,6 +470,29 @@ def test_samples_follow_the_data_split(tmp_path):
     predictions = np.load(run_dir / "predictions" / "seed0_budgetall_logreg.npy")
     assert not np.array_equal(first, second)
     assert (predictions == second).mean() > 0.8, "the predictions and samples.npz describe different test sets"
+
+
+def test_a_data_file_is_known_by_its_contents_not_its_path(tmp_path):
+    """Edited contents at the same path rerun every stage; the same contents at another path reuse them all."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    X, y = rng.random((240, 16)).astype(np.float32), np.arange(240) % 3
+    np.savez(tmp_path / "a.npz", X=X, y=y)
+    np.savez(tmp_path / "b.npz", X=X, y=y)
+    settings = dict(TINY, seeds=[0], data={"dataset": str(tmp_path / "a.npz"), "budgets": [5]},
+                    model={"sizes": [8, 4]}, arms=["pretrained", "logreg"])
+    run_dir = _run(settings, tmp_path / "run").parent
+
+    def stamps():
+        return {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")}
+
+    first = stamps()
+    _run(dict(settings, data=dict(settings["data"], dataset=str(tmp_path / "b.npz"))), run_dir)
+    assert stamps() == first
+    X[0, 0] = 1.0 - X[0, 0]   # one value of 3,840 changes
+    np.savez(tmp_path / "a.npz", X=X, y=y)
+    _run(settings, run_dir)
+    assert all(stamps()[name] != first[name] for name in first), "stages of the old data file were reused"
 
 
 def test_run_pipeline_restores_the_thread_count(tmp_path):
