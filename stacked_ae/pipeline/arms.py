@@ -121,6 +121,8 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
     depends = {"protocol": PROTOCOL, "data": data_id, "task": cfg.task, "seed": seed, "budget": budget, "arm": arm}
     if cfg.task == "classification":
         depends["val_per_class"] = settings["data"]["val_per_class"]
+    else:   # records made before the codes' kNN probe lack it: recomputed, not reused with a gap
+        depends["knn_k"] = KNN_K
     if arm in SKLEARN_ARMS:
         if arm != "logreg":
             depends["code_width"] = cfg.model.sizes[-1]
@@ -258,8 +260,23 @@ def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str) -> tuple[
     stack, metrics, history = _grid(ctx, arm, fit_one)
     test = evaluate_reconstruction(stack.unroll(), d.X_test)   # the one read of the test split
     ctx.run.write(ctx.run.model_path(seed, budget, arm), stack.to_bytes())
-    metrics.update(test_loss=test["loss"], test_sse=test["sse"])
+    metrics.update(test_loss=test["loss"], test_sse=test["sse"],
+                   knn_accuracy=knn_accuracy(_numpy(stack.encode(d.X_train)), _numpy(d.y_train),
+                                             _numpy(stack.encode(d.X_test)), _numpy(d.y_test)))
     return metrics, history
+
+
+# Neighbours of the k-nearest-neighbour probe of a reconstruction pipeline's codes.
+KNN_K = 5
+
+
+def knn_accuracy(train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray, y_test: np.ndarray,
+                 k: int = KNN_K) -> float:
+    """How well the codes keep the classes apart without any training on labels: the test accuracy of a
+    k-nearest-neighbour vote (Euclidean) among the training codes."""
+    from sklearn.neighbors import KNeighborsClassifier
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(train_codes))).fit(train_codes, y_train)
+    return float((clf.predict(test_codes) == y_test).mean())
 
 
 # ---------------------------------------------------------------- scikit-learn baselines
@@ -315,10 +332,13 @@ def _nll(proba: np.ndarray, y: np.ndarray) -> float:
 
 def pca_reconstruction(ctx: RunContext) -> dict:
     """PCA with as many components as the code width (Hinton & Salakhutdinov 2006, Fig. 2), fit on the
-    training images. Only `test_sse` is reported: the networks' `val_loss` / `test_loss` are their
-    training loss (cross-entropy for sigmoid outputs), which a squared error would not be comparable to."""
+    training images. Only `test_sse` and the codes' `knn_accuracy` are reported: the networks' `val_loss` /
+    `test_loss` are their training loss (cross-entropy for sigmoid outputs), which a squared error would not be
+    comparable to."""
     from sklearn.decomposition import PCA
     d = ctx.data
     X_train, X_test = _numpy(d.X_train), _numpy(d.X_test)
     pca = PCA(n_components=min(ctx.cfg.model.sizes[-1], *X_train.shape), svd_solver="full").fit(X_train)
-    return {"test_sse": float(((pca.inverse_transform(pca.transform(X_test)) - X_test) ** 2).sum(1).mean())}
+    test_codes = pca.transform(X_test)
+    return {"test_sse": float(((pca.inverse_transform(test_codes) - X_test) ** 2).sum(1).mean()),
+            "knn_accuracy": knn_accuracy(pca.transform(X_train), _numpy(d.y_train), test_codes, _numpy(d.y_test))}

@@ -18,7 +18,7 @@ from ..core.files import atomic_write
 
 RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "n_val_labeled",
                   "subset_hash", "lr", "C", "on_grid_edge", "epochs_trained", "best_epoch", "val_error", "val_loss",
-                  "test_error", "test_loss", "test_sse", "wall_seconds"]
+                  "test_error", "test_loss", "test_sse", "knn_accuracy", "wall_seconds"]
 HISTORY_COLUMNS = ["seed", "budget", "arm", "lr", "epoch", "train_loss", "val_loss", "val_error", "selected"]
 PRETRAIN_COLUMNS = ["seed", "layer", "epoch", "train_loss", "val_loss"]
 

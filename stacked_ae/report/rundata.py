@@ -193,7 +193,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if missing:
         raise ValueError(f"{results_path}: missing column(s) {', '.join(missing)}; expected the columns of "
                          f"docs/run-directory.md: {', '.join(RESULT_COLUMNS)}")
-    for column in ("test_error", "test_sse", "test_loss", "val_error", "lr"):
+    for column in ("test_error", "test_sse", "test_loss", "val_error", "lr", "knn_accuracy"):
         if column in results.columns:
             results[column] = pd.to_numeric(results[column], errors="coerce")
     results["status"] = results["status"].fillna("failed")

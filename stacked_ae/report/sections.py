@@ -196,12 +196,40 @@ def results_blocks(run: RunData, wide: Table | None = None) -> list[Block]:
              f"the 95% confidence interval of the mean (t distribution, n − 1 degrees of freedom) and n, the "
              f"number of seeds that finished. Failed stages are left out and listed under **Missing or failed**."),
         Table(("budget", "arm", f"{metric_name(run)}: mean ± std", "95% CI", "n"), rows, "llrrr"),
+        *knn_blocks(run),
         Heading(3, "Paired difference: pretrained − random"),
     ]
     if not {"pretrained", "random"} <= set(run.arms):
         missing = sorted({"pretrained", "random"} - set(run.arms))
         return blocks + [Para(f"No paired comparison: the run has no arm {', '.join(missing)}.")]
     return blocks + paired_blocks(run)
+
+
+def knn_means(run: RunData) -> dict[str, Summary]:
+    """Per arm, the kNN accuracy of the codes over seeds (reconstruction runs that recorded it)."""
+    ok = run.ok()
+    if run.task != "reconstruction" or "knn_accuracy" not in ok or not ok["knn_accuracy"].notna().any():
+        return {}
+    ok = ok[ok["knn_accuracy"].notna()]
+    out = {}
+    for arm in run.arms:
+        s = summarize(per_seed(ok, "all", arm, "knn_accuracy"))
+        if s.n:
+            out[arm] = s
+    return out
+
+
+def knn_blocks(run: RunData) -> list[Block]:
+    knn = knn_means(run)
+    if not knn:
+        return []
+    rows = tuple((arm, f"{100 * s.mean:.2f}" + (f" ± {100 * s.std:.2f}" if s.n > 1 else ""), str(s.n))
+                 for arm, s in knn.items())
+    return [Heading(3, "Codes: k-nearest-neighbour accuracy"),
+            Para("How well each arm's codes keep the classes apart, without training on any label: the test "
+                 "accuracy (%) of a 5-nearest-neighbour vote among the codes of all training images "
+                 "(Euclidean distance), mean ± std over seeds. Higher is better."),
+            Table(("arm", "kNN accuracy (%)", "n"), rows, "lrr")]
 
 
 def paired_blocks(run: RunData) -> list[Block]:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .markup import Block, Bullets, Heading, Para, Table
 from .rundata import RunData
-from .sections import DASH, diff_unit, fmt_ci, fmt_mean_std, fmt_seconds, fmt_value, optimistic, paired_rows
+from .sections import DASH, diff_unit, fmt_ci, fmt_mean_std, fmt_seconds, fmt_value, knn_means, optimistic, paired_rows
 from .stats import ALPHA, fmt_p, per_seed, summarize
 
 BASELINES = ("frozen", "logreg", "pca-logreg", "pca")   # arms that do not fine-tune a pretrained network
@@ -60,6 +60,11 @@ def summary_blocks(run: RunData) -> list[Block]:
             parts.append(f"the pretrained network {verdict} the best baseline, {rival} "
                          f"({fmt_value(run, baselines[rival])}), {'by' if gap < 0 else 'short by'} "
                          f"{fmt_value(run, abs(gap))}")
+        knn = knn_means(run)
+        if knn:
+            best_knn = max(knn, key=lambda a: knn[a].mean)
+            parts.append(f"the codes' 5-nearest-neighbour accuracy is highest for {best_knn} ("
+                         + ", ".join(f"{a} {100 * s.mean:.1f}%" for a, s in knn.items()) + ")")
         lines.append(f"**{_budget_words(run, b)}:** " + "; ".join(parts) + ".")
     notes = []
     if len(run.seeds) == 1:
