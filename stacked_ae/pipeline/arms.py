@@ -126,6 +126,8 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
     if arm in SKLEARN_ARMS:
         if arm != "logreg":
             depends["code_width"] = cfg.model.sizes[-1]
+        if arm != "pca":
+            depends["C_grid"] = C_GRID
         return fingerprint(depends)
     depends.update(model=settings["model"], finetune=settings["finetune"], pretrain=settings["pretrain"])
     if arm not in NEEDS_PRETRAINING:
@@ -286,8 +288,8 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 # Inverse regularisation strengths tried by the logistic-regression baselines, chosen on validation
-# like the networks' learning rates.
-C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+# like the networks' learning rates (0.01 .. 100 left 1 of 9 quickstart selections on its top end).
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor, val_subset: torch.Tensor):

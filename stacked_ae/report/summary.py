@@ -103,6 +103,11 @@ def _finetune(run: RunData) -> dict:
     return section if isinstance(section, dict) else {}
 
 
+def _truthy(value) -> bool:
+    """A results.csv boolean as read back (True / "True"; empty for rows made before the column)."""
+    return value is True or str(value).strip().lower() == "true"
+
+
 def _counts(values) -> str:
     counts = Counter(values)
     return ", ".join(f"{v:g} ×{n}" for v, n in sorted(counts.items()))
@@ -124,6 +129,10 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
                 warnings.append(f"{on_edge} of {len(chosen)} at the {side} of the grid: widen the grid")
     elif column == "lr" and len(grid) == 1:
         warnings.append("a one-value grid: not tuned")
+    elif column == "C" and "on_grid_edge" in rows:
+        on_edge = int(rows["on_grid_edge"].map(_truthy).sum())
+        if on_edge:
+            warnings.append(f"{on_edge} of {len(chosen)} at an end of the C grid: widen the grid")
     best = [int(v) for v in rows["best_epoch"].dropna()] if "best_epoch" in rows else []
     epochs = DASH
     if best:
@@ -132,8 +141,10 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
         if on_cap:
             warnings.append(f"{on_cap} of {len(best)} best epochs on the cap: allow more epochs")
     flag = "may be under-tuned: " + "; ".join(warnings) if warnings else "inside the grid and before the cap"
-    if not best and not warnings and column != "lr":
-        flag = DASH
+    if not best and not warnings and column != "lr" and not (column == "C" and "on_grid_edge" in rows):
+        flag = DASH   # nothing to check: no epochs, and no record of where C sits in its grid
+    elif not best and not warnings:
+        flag = "inside the grid"
     return (budget, arm, selected, epochs, flag)
 
 

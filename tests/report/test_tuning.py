@@ -1,0 +1,59 @@
+"""The report's Tuning section: what each arm selected, and a warning wherever a selection sits on the edge
+of its grid or a best epoch on the cap (the signs that an arm may be under-tuned)."""
+import json
+
+from test_report import make_run_dir, rewrite_results, table_row
+
+from stacked_ae.report.render import render_report
+
+
+def check(md: str, *cells: str) -> list[str] | None:
+    """The cells after `cells` of the Tuning row that starts with them."""
+    row = table_row(md, *cells)
+    return None if row is None else row[len(cells):]
+
+
+def tuned_run(tmp_path, edit):
+    run = make_run_dir(tmp_path / "tuned", seeds=(0, 1, 2), arms=["pretrained", "random", "logreg"])
+    config = json.loads((run / "config.json").read_text())
+    config["finetune"].update(lr=[0.001, 0.01, 0.1], epochs=5)
+    (run / "config.json").write_text(json.dumps(config))
+    rewrite_results(run, edit)
+    return render_report(run).read_text()
+
+
+def test_selections_inside_the_grid_and_before_the_cap_pass(tmp_path):
+    def edit(res):
+        nn = res["arm"] != "logreg"
+        res.loc[nn, "lr"], res.loc[nn, "best_epoch"] = 0.01, 3
+        res.loc[~nn, "C"], res.loc[~nn, "on_grid_edge"] = 1.0, False
+        return res
+    md = tuned_run(tmp_path, edit)
+    assert check(md, "10", "pretrained", "lr 0.01 ×3", "3, 3, 3 of 5") == ["inside the grid and before the cap"]
+    assert check(md, "10", "logreg", "C 1 ×3", "—") == ["inside the grid"]
+
+
+def test_edges_of_the_lr_grid_the_C_grid_and_the_epoch_cap_are_flagged(tmp_path):
+    def edit(res):
+        nn = res["arm"] != "logreg"
+        res.loc[nn, "lr"], res.loc[nn, "best_epoch"] = 0.01, 3
+        res.loc[nn & (res["seed"] == 0), "lr"] = 0.1        # top of the lr grid, one seed of each budget
+        res.loc[nn & (res["seed"] == 1), "best_epoch"] = 5  # on the 5-epoch cap
+        res.loc[~nn, "C"], res.loc[~nn, "on_grid_edge"] = 1.0, False
+        res.loc[~nn & (res["seed"] == 2), ["C", "on_grid_edge"]] = [1000.0, True]
+        return res
+    md = tuned_run(tmp_path, edit)
+    flag = check(md, "all", "random", "lr 0.01 ×2, 0.1 ×1", "3, 3, 5 of 5")
+    assert flag == ["may be under-tuned: 1 of 3 at the top of the grid: widen the grid; "
+                    "1 of 3 best epochs on the cap: allow more epochs"], flag
+    assert check(md, "all", "logreg", "C 1 ×2, 1000 ×1", "—") == [
+        "may be under-tuned: 1 of 3 at an end of the C grid: widen the grid"]
+
+
+def test_runs_without_the_edge_column_say_nothing_about_C(tmp_path):
+    """Rows made before on_grid_edge existed cannot be judged: a dash, not a false 'inside the grid'."""
+    def edit(res):
+        res.loc[res["arm"] == "logreg", "C"] = 100.0
+        return res.drop(columns=[c for c in ("on_grid_edge",) if c in res])
+    md = tuned_run(tmp_path, edit)
+    assert check(md, "10", "logreg", "C 100 ×3", "—") == ["—"]
