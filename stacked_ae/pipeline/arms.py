@@ -8,7 +8,9 @@ scikit-learn arms (`logreg`, `pca-logreg`, `pca`) are the classical baselines.
 from __future__ import annotations
 
 import copy
+import math
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -82,7 +84,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     try:
         stack, histories = greedy_pretrain(ctx.data.X_train, list(ctx.cfg.model.sizes), ctx.cfg.pretrain_config(),
                                            X_val=ctx.data.X_val, seed=seed, device=ctx.device,
-                                           progress=ctx.progress)
+                                           progress=ctx.progress, **conv_settings(ctx))
     except TrainingDiverged as err:
         ctx.run.save_stage(key, {"seed": seed, "status": "failed", "message": f"pretraining, seed {seed}: {err}",
                                  "wall_seconds": time.perf_counter() - start}, stamp)
@@ -144,10 +146,11 @@ def load_cached_encoder(ctx: RunContext, path) -> StackedEncoder:
     except CheckpointError as err:
         raise CheckpointError(f"{err}; {hint}") from None
     pcfg = ctx.cfg.pretrain_config()
-    sizes = list(ctx.cfg.model.sizes)
-    expected = ([ctx.data.n_features, *sizes], [pcfg.value("activation", k) for k in range(len(sizes))])
+    n_layers = ctx.cfg.model.n_layers
+    widths = [ctx.data.n_features, *fresh_stack(ctx, 0).sizes]
+    expected = (widths, [pcfg.value("activation", k) for k in range(n_layers)])
     found = ([stack.n_in, *stack.sizes], stack.activations)
-    if found != expected:
+    if found != expected or [s.to_dict() for s in stack.conv] != list(ctx.cfg.model.conv):
         raise CheckpointError(f"{path}: the cached encoder is {_architecture(*found)} but this run needs "
                               f"{_architecture(*expected)}; {hint}")
     return stack
@@ -160,7 +163,19 @@ def _architecture(widths: list[int], activations: list[str]) -> str:
 def fresh_stack(ctx: RunContext, seed: int) -> StackedEncoder:
     """The same architecture from random initialisation: the weights pretraining starts from."""
     return StackedEncoder.random(ctx.data.n_features, list(ctx.cfg.model.sizes), seed=seed,
-                                 config=ctx.cfg.pretrain_config()).to(ctx.device)
+                                 config=ctx.cfg.pretrain_config(), **conv_settings(ctx)).to(ctx.device)
+
+
+def conv_settings(ctx: RunContext) -> dict:
+    """The conv layers of [model] and the images they read (nothing for a dense model)."""
+    if not ctx.cfg.model.conv:
+        return {}
+    return {"conv": list(ctx.cfg.model.conv), "image_shape": ctx.data.image_shape,
+            "channels_last": ctx.device.type != "cpu" or CPU_CHANNELS_LAST}
+
+
+# Conv layers in channels-last memory on the CPU: see benchmarks/RESULTS.md (conv workload).
+CPU_CHANNELS_LAST = True
 
 
 def starting_stack(ctx: RunContext, seed: int, arm: str) -> StackedEncoder:
@@ -195,9 +210,12 @@ def _grid(ctx: RunContext, arm: str, fit_one) -> tuple[object, dict, list[dict]]
 
 
 def on_grid_edge(value: float, grid) -> bool:
-    """Whether a selected value is the smallest or largest of its grid (a one-value grid: always), so the
-    optimum may lie outside it."""
-    return value in (min(grid), max(grid))
+    """Whether a selected value is the smallest or largest finite value of its grid (a one-value grid:
+    always), so the optimum may lie outside it. An infinite end (C = inf: no regularisation) is a limit
+    with nothing beyond it."""
+    if math.isinf(value):
+        return False
+    return value in (min(grid), max(v for v in grid if not math.isinf(v)))
 
 
 def _history_row(row: dict) -> dict:
@@ -288,8 +306,10 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 # Inverse regularisation strengths tried by the logistic-regression baselines, chosen on validation
-# like the networks' learning rates (0.01 .. 100 left 1 of 9 quickstart selections on its top end).
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+# like the networks' learning rates. The grid ends in no regularisation at all (C = inf), so its top
+# end is a limit, not an edge: nearly separable data pick ever larger C (0.01 .. 100 left 1 of 9
+# quickstart selections on its top end, 0.001 .. 1000 left 2 of 9).
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, math.inf)
 
 
 def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor, val_subset: torch.Tensor):
@@ -297,6 +317,7 @@ def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
     images, labels unused, as pretraining is); C chosen from C_GRID on the validation examples of
     `val_subset` (lowest error, then lowest loss; ties: the smaller C)."""
     from sklearn.decomposition import PCA
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     d = ctx.data
     val_idx = _numpy(val_subset)
@@ -308,7 +329,10 @@ def logistic_regression(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
     y_val, y_test = _numpy(d.y_val)[val_idx], _numpy(d.y_test)
     best = None
     for C in C_GRID:
-        clf = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(X_train[idx], _numpy(d.y_train)[idx])
+        with warnings.catch_warnings():   # an unregularised fit of separable data runs to max_iter
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(X_train[idx],
+                                                                                _numpy(d.y_train)[idx])
         val_proba = _full_proba(clf, X_val, d.n_classes)
         key = (float((val_proba.argmax(1) != y_val).mean()), _nll(val_proba, y_val))
         if best is None or key < best[0]:

@@ -158,7 +158,8 @@ def tuning_blocks(run: RunData) -> list[Block]:
     return [Heading(2, "Tuning"),
             Para(f"What each arm selected on validation, over seeds: the learning rate (grid "
                  f"{', '.join(f'{v:g}' for v in grid) or DASH}; the count of seeds that chose each value) or the "
-                 f"baselines' regularisation C, and the best epoch of each seed against the cap of {cap or DASH} "
+                 f"baselines' regularisation C (inf: none), and the best epoch of each seed against the cap of "
+                 f"{cap or DASH} "
                  f"epochs. A selection on the edge of its grid, or a best epoch on the cap, means the optimum may "
                  f"lie outside what was tried."),
             Table(("budget", "arm", "selected", "best epochs (of cap)", "check"), tuple(rows), "lllll")]
