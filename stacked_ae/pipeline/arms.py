@@ -210,12 +210,10 @@ def _grid(ctx: RunContext, arm: str, fit_one) -> tuple[object, dict, list[dict]]
 
 
 def on_grid_edge(value: float, grid) -> bool:
-    """Whether a selected value is the smallest or largest finite value of its grid (a one-value grid:
-    always), so the optimum may lie outside it. An infinite end (C = inf: no regularisation) is a limit
-    with nothing beyond it."""
-    if math.isinf(value):
-        return False
-    return value in (min(grid), max(v for v in grid if not math.isinf(v)))
+    """Whether a selected value is the smallest or largest value of its grid (a one-value grid: always), so
+    the optimum may lie outside it. An infinite end (C = inf: no regularisation) is a limit with nothing
+    beyond it, not an edge."""
+    return not math.isinf(value) and value in (min(grid), max(grid))
 
 
 def _history_row(row: dict) -> dict:
