@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 KNOWN_DATASETS = ("digits", "mnist", "fashion-mnist")
+IMAGE_SHAPES = {"digits": (8, 8), "mnist": (28, 28), "fashion-mnist": (28, 28)}   # what each holds, known unread
 USER_SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
 DATA_ENV = "STACKED_AE_DATA"
 IDX_FILES = {
@@ -278,6 +279,16 @@ def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray |
     return X.astype(np.float32), y
 
 
+def _images_as_rows(X: np.ndarray, source: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """Images (n, H, W) or (n, C, H, W) as rows of pixels, with their shape; a table as it is (no shape)."""
+    if X.ndim not in (3, 4):
+        return X, None
+    if min(X.shape[1:], default=0) < 1 or X.shape[0] == 0:
+        raise DataFormatError(f"{source}: images of shape {X.shape} hold no pixels; expected (n, height, width) "
+                              f"or (n, channels, height, width)")
+    return X.reshape(len(X), -1), tuple(int(d) for d in X.shape[1:])
+
+
 def _check_table(X: np.ndarray, y: np.ndarray, source: str) -> None:
     """A non-empty 2-D table of real numbers and one label per row, or DataFormatError naming `source`."""
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -383,9 +394,11 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
             raise DataFormatError(f"{name}: no label column {label_column!r} (or array 'y' in a .npz); "
                                   f"name the label column with label_column=... (in a pipeline: "
                                   f"--set data.label_column=...)")
+        X, image_shape = _images_as_rows(np.asarray(X), name)
         _check_table(X, np.asarray(y), name)
         y, classes = _encode_labels(np.asarray(y), name)
-        return _split_all(X, y, None, classes, Path(name).stem, val_size, test_size, seed, scale_source=name)
+        return _split_all(X, y, image_shape, classes, Path(name).stem, val_size, test_size, seed,
+                          scale_source=name)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}, "
                      f"or a file ending in {', '.join(USER_SUFFIXES)}")
 

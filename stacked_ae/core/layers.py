@@ -185,6 +185,8 @@ class AutoencoderLayer(nn.Module):
         seed: draws the initial weights from a local generator.
     """
 
+    kind = "dense"
+
     def __init__(self, n_in: int, n_out: int, *, activation: str = "sigmoid",
                  output_activation: str = "sigmoid", tied: bool = False, corruption: str = "none",
                  noise: float = 0.0, sparsity: float = 0.0, sparsity_target: float = 0.05,

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .conv import ConvAutoencoderLayer, ConvSpec
 from .data import check_X
 from .files import atomic_write
 from .layers import AutoencoderLayer, init_linear, loss_from_logits
@@ -23,7 +24,7 @@ from .seeds import derive_seed
 from .version import __version__
 
 FORMAT = "stacked-ae/encoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: conv layers (a layer's settings carry kind = "conv")
 
 
 class CheckpointError(ValueError):
@@ -41,21 +42,24 @@ class StackedEncoder(nn.Module):
         for k, (below, above) in enumerate(zip(layers, layers[1:], strict=False), start=2):
             if below.n_out != above.n_in:
                 raise ValueError(f"layer {k} expects {above.n_in} inputs but layer {k - 1} gives {below.n_out}")
+            if _kind(above) == "conv" and (_kind(below) != "conv" or below.out_shape != above.in_shape):
+                raise ValueError(f"layer {k} is a conv layer on {above.in_shape} maps but layer {k - 1} gives "
+                                 f"{getattr(below, 'out_shape', 'flat codes')}; conv layers come first, each on "
+                                 f"the maps of the one below")
         self.layers = nn.ModuleList(layers)
 
     @classmethod
     def random(cls, n_in: int, sizes: Sequence[int], *, seed: int = 0, config: PretrainConfig | None = None,
-               **settings) -> StackedEncoder:
+               conv: Sequence = (), image_shape=None, channels_last: bool = False, **settings) -> StackedEncoder:
         """Fresh layers through the same constructor as greedy_pretrain: the weights it would start from.
 
-        Layer settings come as a PretrainConfig (`config`) or as its fields (`settings`, per-layer lists ok)."""
+        Layer settings come as a PretrainConfig (`config`) or as its fields (`settings`, per-layer lists ok);
+        `conv` and `image_shape` as for greedy_pretrain."""
         if config is not None and settings:
             raise TypeError(f"give config or settings, not both (got settings {sorted(settings)})")
         cfg = config if config is not None else PretrainConfig(**settings)
-        cfg.check_layers(len(sizes))   # per-layer lists must match, as in greedy_pretrain
-        widths = [n_in, *sizes]
-        return cls([cfg.make_layer(k, widths[k], widths[k + 1], seed)
-                    for k in range(len(sizes))])
+        return cls(cfg.make_layers(n_in, sizes, seed, conv=conv, image_shape=image_shape,
+                                   channels_last=channels_last))
 
     @property
     def n_in(self) -> int:
@@ -68,6 +72,17 @@ class StackedEncoder(nn.Module):
     @property
     def activations(self) -> list[str]:
         return [layer.encoder.activation for layer in self.layers]
+
+    @property
+    def conv(self) -> list[ConvSpec]:
+        """The specs of the conv layers (empty for a dense stack)."""
+        return [layer.spec for layer in self.layers if _kind(layer) == "conv"]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of the input rows of a stack that starts with a conv layer; None for a dense one."""
+        first = self.layers[0]
+        return first.in_shape if _kind(first) == "conv" else None
 
     def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         for layer in self.layers[:depth]:
@@ -100,7 +115,9 @@ class StackedEncoder(nn.Module):
     # ------------------------------------------------------------ save / load
 
     def metadata(self) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "n_in": self.n_in, "sizes": self.sizes,
+        # dense stacks keep format 1, so that older readers still load them; conv layers need format 2
+        version = FORMAT_VERSION if self.conv else 1
+        return {"format": FORMAT, "format_version": version, "n_in": self.n_in, "sizes": self.sizes,
                 "activations": self.activations, "layers": [layer.settings() for layer in self.layers],
                 "stacked_ae_version": __version__, "torch_version": torch.__version__}
 
@@ -149,7 +166,7 @@ class StackedEncoder(nn.Module):
             raise CheckpointError(f"{path}: checkpoint format version {meta['format_version']} is newer than "
                                   f"this stacked-ae understands ({FORMAT_VERSION}); upgrade stacked-ae")
         try:
-            encoder = cls([AutoencoderLayer(**settings) for settings in meta["layers"]])
+            encoder = cls([layer_from_settings(settings) for settings in meta["layers"]])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: checkpoint layer settings are invalid: {err}") from None
         try:
@@ -159,6 +176,24 @@ class StackedEncoder(nn.Module):
                                   f"({meta['n_in']}-{'-'.join(map(str, meta['sizes']))}): "
                                   f"{str(err).splitlines()[0]}") from None
         return encoder.to(map_location).eval()
+
+
+def _kind(layer) -> str:
+    return getattr(layer, "kind", "dense")
+
+
+def layer_from_settings(settings: dict):
+    """The layer that `layer.settings()` describes: a ConvAutoencoderLayer for kind "conv", else dense."""
+    if not isinstance(settings, dict):
+        raise TypeError(f"layer settings must be a mapping, got {type(settings).__name__}")
+    settings = dict(settings)
+    kind = settings.pop("kind", "dense")
+    if kind == "conv":
+        spec = ConvSpec.from_dict(settings.pop("spec"), "spec")
+        return ConvAutoencoderLayer(settings.pop("in_shape"), spec, **settings)
+    if kind != "dense":
+        raise ValueError(f"unknown layer kind {kind!r}; known: dense, conv")
+    return AutoencoderLayer(**settings)
 
 
 class DeepAutoencoder(nn.Module):

@@ -14,7 +14,7 @@ import torch
 from .data import check_X
 from .layers import AutoencoderLayer
 from .model import StackedEncoder
-from .pretrain_config import PretrainConfig, check_sizes
+from .pretrain_config import PretrainConfig
 from .train import evaluate_reconstruction, fit_autoencoder, resolve_device
 
 log = logging.getLogger(__name__)
@@ -23,24 +23,26 @@ __all__ = ["PretrainConfig", "greedy_pretrain"]   # PretrainConfig lives in pret
 
 
 def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfig(), *, X_val=None,
-                    seed: int = 0, device: str | torch.device = "cpu",
-                    progress: bool = True) -> tuple[StackedEncoder, list[list[dict]]]:
+                    seed: int = 0, device: str | torch.device = "cpu", progress: bool = True,
+                    conv: Sequence = (), image_shape=None,
+                    channels_last: bool = False) -> tuple[StackedEncoder, list[list[dict]]]:
     """Train one autoencoder per layer; layer k learns to reconstruct the codes of layer k-1.
 
+    `conv` lists conv layers (ConvSpecs or dicts such as {"channels": 32, "stride": 2}) that come
+    before the dense layers of `sizes`; they need the rows' `image_shape`, (H, W) or (C, H, W).
     Returns the stacked encoder (its layers are the trained modules, decoders included) and
     one history per layer: per epoch, train loss and, with X_val, validation loss.
     """
-    sizes = check_sizes(sizes)
-    cfg.check_layers(len(sizes))
     device = resolve_device(device)
     codes = check_X(X, "X").to(device)
     val_codes = None if X_val is None else check_X(X_val, "X_val", n_features=codes.shape[1]).to(device)
+    fresh = cfg.make_layers(codes.shape[1], sizes, seed, conv=conv, image_shape=image_shape,
+                            inputs_in_unit_interval=_in_unit_interval(codes, val_codes), channels_last=channels_last)
     layers, histories = [], []
-    for k, (n_in, n_out) in enumerate(zip([codes.shape[1], *sizes], sizes, strict=False)):
-        in_unit = _in_unit_interval(codes, val_codes) if k == 0 else None
-        layer = cfg.make_layer(k, n_in, n_out, seed, in_unit).to(device)
+    for k, layer in enumerate(fresh):
+        layer = layer.to(device)
         train_cfg = cfg.train_config(k)
-        stage = f"pretrain layer {k + 1}/{len(sizes)} ({n_in}->{n_out})"
+        stage = f"pretrain layer {k + 1}/{len(fresh)} ({_describe(layer)})"
         history = fit_autoencoder(layer, codes, train_cfg, X_val=val_codes, seed=seed, stream=(k,),
                                   stage=stage, progress=progress)
         _record_final(history, layer, codes)
@@ -51,6 +53,12 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
         if val_codes is not None:
             val_codes = _encode(layer, val_codes)
     return StackedEncoder(layers), histories
+
+
+def _describe(layer) -> str:
+    if getattr(layer, "kind", "dense") == "conv":
+        return f"conv {'x'.join(map(str, layer.in_shape))}->{'x'.join(map(str, layer.out_shape))}"
+    return f"{layer.n_in}->{layer.n_out}"
 
 
 def _in_unit_interval(*arrays: torch.Tensor | None) -> bool:

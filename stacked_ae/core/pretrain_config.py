@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .conv import ConvAutoencoderLayer, ConvSpec, image_shape3
 from .layers import ACTIVATIONS, CORRUPTIONS, OUTPUT_ACTIVATIONS, AutoencoderLayer
 from .seeds import derive_seed
 from .train import TrainConfig
@@ -107,11 +108,48 @@ class PretrainConfig:
 
     def make_layer(self, k: int, n_in: int, n_out: int, seed: int,
                    inputs_in_unit_interval: bool | None = None) -> AutoencoderLayer:
-        """Layer k (0-based) with fresh weights from the run seed's `layer_init` stream of layer k."""
+        """Dense layer k (0-based) with fresh weights from the run seed's `layer_init` stream of layer k."""
+        return AutoencoderLayer(n_in, n_out, **self._layer_settings(k, inputs_in_unit_interval),
+                                seed=derive_seed(seed, "layer_init", k))
+
+    def make_conv_layer(self, k: int, in_shape, spec: ConvSpec, seed: int,
+                        inputs_in_unit_interval: bool | None = None,
+                        channels_last: bool = False) -> ConvAutoencoderLayer:
+        """Conv layer k (0-based) on maps of `in_shape`, seeded like a dense layer k."""
+        settings = self._layer_settings(k, inputs_in_unit_interval)
+        if settings["contractive"]:
+            key = "contractive" + (f"[{k}]" if isinstance(self.contractive, tuple) else "")
+            raise ValueError(f"pretrain.{key} is {settings['contractive']}, but layer {k + 1} is a conv layer and "
+                             f"the contractive penalty is defined for dense layers only; set it to 0 there")
+        return ConvAutoencoderLayer(in_shape, spec, **settings, seed=derive_seed(seed, "layer_init", k),
+                                    channels_last=channels_last)
+
+    def make_layers(self, n_in: int, sizes: Sequence[int], seed: int, *, conv: Sequence = (),
+                    image_shape=None, inputs_in_unit_interval: bool | None = None,
+                    channels_last: bool = False) -> list:
+        """Every layer of a stack, conv layers (`conv`: ConvSpecs or their dicts, on images of `image_shape`)
+        first, then dense layers of `sizes`: the weights greedy pretraining starts from."""
+        specs = conv_specs(conv)
+        sizes = check_sizes(sizes)
+        self.check_layers(len(specs) + len(sizes))
+        layers: list = []
+        if specs:
+            shape = check_image_shape(image_shape, n_in)
+            for k, spec in enumerate(specs):
+                out = spec.check(shape, f"conv[{k}]")
+                layers.append(self.make_conv_layer(k, shape, spec, seed, inputs_in_unit_interval, channels_last))
+                shape = out
+            n_in = shape[0] * shape[1] * shape[2]
+        widths = [n_in, *sizes]
+        for j in range(len(sizes)):
+            layers.append(self.make_layer(len(specs) + j, widths[j], widths[j + 1], seed, inputs_in_unit_interval))
+        return layers
+
+    def _layer_settings(self, k: int, inputs_in_unit_interval: bool | None) -> dict:
         settings = {name: self.value(name, k) for name in LAYER_FIELDS}
         if settings["output_activation"] == "auto":
             settings["output_activation"] = self._auto_output(k, inputs_in_unit_interval)
-        return AutoencoderLayer(n_in, n_out, **settings, seed=derive_seed(seed, "layer_init", k))
+        return settings
 
     def _auto_output(self, k: int, inputs_in_unit_interval: bool | None) -> str:
         """Sigmoid + cross-entropy when the layer's inputs lie in [0, 1], else linear + squared error.
@@ -130,3 +168,24 @@ def check_sizes(sizes) -> list[int]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"sizes[{k}] must be a positive integer, got {n!r}")
     return list(sizes)
+
+
+def conv_specs(conv) -> list[ConvSpec]:
+    """ConvSpecs from specs or mappings (errors name `conv[k]`)."""
+    if conv is None:
+        return []
+    if isinstance(conv, (dict, ConvSpec)) or not isinstance(conv, Sequence):
+        raise ValueError(f"conv must be a list of conv layer specs, got {conv!r}")
+    return [ConvSpec.from_dict(spec, f"conv[{k}]") for k, spec in enumerate(conv)]
+
+
+def check_image_shape(image_shape, n_features: int) -> tuple[int, int, int]:
+    """(C, H, W) of rows with `n_features` values, or ValueError: conv layers need images."""
+    if image_shape is None or len(tuple(image_shape)) == 0:
+        raise ValueError(f"conv layers need images, but the data's image shape is unknown ({n_features} "
+                         f"features per row); give image_shape=(height, width) or (channels, height, width)")
+    shape = image_shape3(image_shape)
+    if shape[0] * shape[1] * shape[2] != n_features:
+        raise ValueError(f"image_shape {tuple(image_shape)} holds {shape[0] * shape[1] * shape[2]} values but the "
+                         f"data have {n_features} features per row")
+    return shape

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Union
 
-from ..core.data import KNOWN_DATASETS, USER_SUFFIXES
+from ..core.conv import ConvSpec
+from ..core.data import IMAGE_SHAPES, KNOWN_DATASETS, USER_SUFFIXES
 from ..core.layers import ACTIVATIONS
 from ..core.model import check_dropout
-from ..core.pretrain_config import PretrainConfig
+from ..core.pretrain_config import PretrainConfig, check_image_shape, conv_specs
 from ..core.train import TrainConfig
 
 TASKS = ("classification", "reconstruction")
@@ -68,22 +69,52 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    sizes: tuple[int, ...] = (48, 32, 16)       # hidden widths, bottom to top
-    activation: str | tuple[str, ...] = "sigmoid"  # encoder units, one for all or one per layer
+    sizes: tuple[int, ...] = (48, 32, 16)       # dense widths, bottom to top (after any conv layers)
+    activation: str | tuple[str, ...] = "sigmoid"  # encoder units, one for all or one per layer (conv + dense)
     output_activation: str | tuple[str, ...] = "auto"  # decoder outputs; auto matches the data range
+    conv: tuple[dict, ...] = ()        # conv layers below the dense ones: {channels, kernel, stride, padding, pool}
 
     def __post_init__(self):
         if not self.sizes or any(n < 1 for n in self.sizes):
             raise ConfigError(f"model.sizes must be a non-empty list of positive widths, got {list(self.sizes)}")
+        specs = []
+        for k, spec in enumerate(self.conv):
+            try:
+                specs.append(ConvSpec.from_dict(spec, f"model.conv[{k}]").to_dict())
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        object.__setattr__(self, "conv", tuple(specs))   # every field spelled out: one spelling, one fingerprint
         acts = self.activation if isinstance(self.activation, tuple) else (self.activation,)
         for a in acts:
             if a not in ACTIVATIONS:
                 raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}; got {a!r}")
+        n_layers = self.n_layers
         for key in ("activation", "output_activation"):
             v = getattr(self, key)
-            if isinstance(v, tuple) and len(v) != len(self.sizes):
-                raise ConfigError(f"model.{key} has {len(v)} entries but model.sizes has {len(self.sizes)} "
-                                  f"layers; give one value or exactly {len(self.sizes)}")
+            if isinstance(v, tuple) and len(v) != n_layers:
+                layers = (f"{len(self.conv)} conv + {len(self.sizes)} dense" if self.conv else
+                          f"model.sizes has {len(self.sizes)}")
+                raise ConfigError(f"model.{key} has {len(v)} entries but {layers} layers; give one value or "
+                                  f"exactly {n_layers}")
+
+    @property
+    def n_layers(self) -> int:
+        """Conv and dense layers together: what per-layer lists count."""
+        return len(self.conv) + len(self.sizes)
+
+    def check_image_shape(self, image_shape, n_features: int, source: str) -> None:
+        """Conv layers fit images of `image_shape`, or ConfigError naming `source` and the culprit key."""
+        if not self.conv:
+            return
+        try:
+            shape = check_image_shape(image_shape, n_features)
+        except ValueError as err:
+            raise ConfigError(f"model.conv: {source}: {err}") from None
+        for k, spec in enumerate(conv_specs(self.conv)):
+            try:
+                shape = spec.check(shape, f"model.conv[{k}]")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
 
 PerLayerFloat = float | tuple[float, ...]
@@ -194,6 +225,9 @@ class PipelineConfig:
             raise ConfigError(f"arms has duplicates: {list(self.arms)}")
         if self.task == "reconstruction" and self.data.budgets != ("all",):
             raise ConfigError("data.budgets: reconstruction pipelines use no labels; leave budgets at [\"all\"]")
+        shape = IMAGE_SHAPES.get(self.data.dataset)
+        if self.model.conv and shape is not None:   # user files are checked once loaded (runner.check_data)
+            self.model.check_image_shape(shape, shape[0] * shape[1], f"dataset {self.data.dataset!r}")
         try:
             self.pretrain_config()
         except ValueError as err:
@@ -208,11 +242,19 @@ class PipelineConfig:
         """The core PretrainConfig: [pretrain] plus the unit types from [model]."""
         cfg = PretrainConfig(**dataclasses.asdict(self.pretrain), activation=self.model.activation,
                              output_activation=self.model.output_activation)
-        cfg.check_layers(len(self.model.sizes))
+        cfg.check_layers(self.model.n_layers)
+        for k in range(len(self.model.conv)):
+            if cfg.value("contractive", k):
+                key = "contractive" + (f"[{k}]" if isinstance(cfg.contractive, tuple) else "")
+                raise ValueError(f"pretrain.{key}: layer {k + 1} is a conv layer (model.conv[{k}]) and the "
+                                 f"contractive penalty is defined for dense layers only; set it to 0 there")
         return cfg
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        settings = _plain(dataclasses.asdict(self))
+        if not self.model.conv:   # dense pipelines keep the settings (and the fingerprints) they had
+            del settings["model"]["conv"]
+        return settings
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -79,7 +79,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
 def auto_threads(cfg: PipelineConfig) -> int:
     """One thread for narrow networks, where splitting each small matmul costs more than it
     saves; otherwise torch's default (one per core)."""
-    return 1 if max(cfg.model.sizes) <= 256 else torch.get_num_threads()
+    return 1 if max(cfg.model.sizes) <= 256 and not cfg.model.conv else torch.get_num_threads()
 
 
 def check_run_dir(run: RunDir) -> None:
@@ -145,6 +145,7 @@ def check_data(cfg: PipelineConfig, data_root=None) -> Dataset:
     """Load the pipeline's data and check its label budgets against it (what `sae validate` can check)."""
     data = _load_data(cfg, data_root)
     check_budgets(cfg, data)
+    cfg.model.check_image_shape(data.image_shape, data.n_features, f"dataset {cfg.data.dataset!r}")
     return data
 
 

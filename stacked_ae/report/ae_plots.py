@@ -128,8 +128,10 @@ def plot_reconstructions(X: np.ndarray, rows: dict[str, np.ndarray], image_shape
         "; ".join(rows) + ")."
 
 
-def plot_filters(weight: np.ndarray, image_shape: tuple[int, int], path: Path, source: str) -> str:
-    """First-layer encoder weight rows as images, each scaled to its own range."""
+def plot_filters(weight: np.ndarray, image_shape: tuple[int, int], path: Path, source: str,
+                 kernels: bool = False) -> str:
+    """First-layer encoder weight rows as images, each scaled to its own range (`kernels`: a conv layer's
+    kernels, one row per output map)."""
     shown = weight[:MAX_FILTERS]
     lo, hi = shown.min(1, keepdims=True), shown.max(1, keepdims=True)
     images = ((shown - lo) / np.where(hi > lo, hi - lo, 1.0)).reshape(-1, *image_shape)
@@ -138,6 +140,12 @@ def plot_filters(weight: np.ndarray, image_shape: tuple[int, int], path: Path, s
     ax = fig.add_subplot()
     ax.imshow(tile(images, ncols), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
+    if kernels:
+        size = "x".join(map(str, image_shape))
+        ax.set_title(f"First-layer kernels: {len(shown)} of {len(weight)} maps, {size}", fontsize=11)
+        save(fig, path)
+        return (f"The {size} kernels of the first {len(shown)} of {len(weight)} maps of the first conv layer "
+                f"(first input channel), each scaled from its own minimum (black) to maximum (white) ({source}).")
     ax.set_title(f"First-layer filters: {len(shown)} of {len(weight)} units", fontsize=11)
     save(fig, path)
     return (f"Weights into the first {len(shown)} of {len(weight)} first-layer units, drawn as images, "

@@ -128,10 +128,17 @@ def _autoencoder(run: RunData, fig_dir: Path) -> list[Drawn]:
     ae = model.unroll()
     drawn.append(_decoded(ae, codes, y, classes, shape, fig_dir, source))
     drawn.append(_reconstructions(run, seed, X, y, model, stack, shape, fig_dir))
-    first = (stack or model).layers[0].encoder.linear.weight.detach().numpy()
+    first = (stack or model).layers[0]
     filter_source = f"seed {seed}, `{(stack_path or main).parent.name}/{(stack_path or main).name}`"
+    if getattr(first, "kind", "dense") == "conv":   # kernels of the first input channel, each k x k
+        kernels = first.encoder.conv.weight.detach()[:, 0]
+        drawn.append(Drawn("First-layer kernels", _rel(fig_dir / "filters.png"),
+                           ae_plots.plot_filters(kernels.flatten(1).numpy(), tuple(kernels.shape[1:]),
+                                                 fig_dir / "filters.png", filter_source, kernels=True)))
+        return drawn
     drawn.append(Drawn("First-layer filters", _rel(fig_dir / "filters.png"),
-                       ae_plots.plot_filters(first, shape, fig_dir / "filters.png", filter_source)))
+                       ae_plots.plot_filters(first.encoder.linear.weight.detach().numpy(), shape,
+                                             fig_dir / "filters.png", filter_source)))
     return drawn
 
 

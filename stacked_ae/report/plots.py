@@ -178,7 +178,7 @@ def plot_pretrain_curves(run: RunData, path: Path) -> str | None:
     layers = sorted(int(k) for k in frame["layer"].unique())
     if not layers:
         return None
-    widths = [run.dataset.get("n_features"), *(run.sizes or [])]
+    widths = run.layer_widths or []
     ncols = min(len(layers), 4)
     nrows = -(-len(layers) // ncols)
     fig = new_figure(3.6 * ncols + 0.6, 3.2 * nrows)
@@ -193,7 +193,7 @@ def plot_pretrain_curves(run: RunData, path: Path) -> str | None:
             mean, std = by_epoch.mean(), by_epoch.std().fillna(0.0)
             ax.plot(mean.index, mean.to_numpy(), style, color=color, label=label)
             ax.fill_between(mean.index, (mean - std).to_numpy(), (mean + std).to_numpy(), color=color, alpha=0.15)
-        shape = f" ({widths[layer - 1]} → {widths[layer]})" if len(widths) > layer and widths[0] else ""
+        shape = f" ({widths[layer - 1]} → {widths[layer]})" if len(widths) > layer and widths[0] != "?" else ""
         ax.set_title(f"layer {layer}{shape}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

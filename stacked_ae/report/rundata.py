@@ -105,6 +105,27 @@ class RunData:
         return [int(s) for s in sizes] if isinstance(sizes, list) else None
 
     @property
+    def layer_widths(self) -> list[str] | None:
+        """The input and each layer's output, bottom to top: conv maps as C@HxW, dense widths as numbers;
+        None without `sizes` in config.json."""
+        if self.sizes is None:
+            return None
+        n_in = self.dataset.get("n_features")
+        model = self.config.get("model") if isinstance(self.config.get("model"), dict) else {}
+        widths = [str(n_in) if n_in else "?"]
+        conv = model.get("conv") or []
+        if conv:
+            from ..core.conv import ConvSpec, image_shape3
+            try:
+                shape = image_shape3(self.image_shape)
+                for spec in conv:
+                    shape = ConvSpec.from_dict(spec).out_shape(shape)
+                    widths.append(f"{shape[0]}@{shape[1]}x{shape[2]}")
+            except (ValueError, TypeError):
+                widths += ["conv"] * len(conv)
+        return widths + [str(n) for n in self.sizes]
+
+    @property
     def n_classes(self) -> int | None:
         classes = self.dataset.get("classes")
         if isinstance(classes, list):

@@ -60,10 +60,10 @@ def fmt_seconds(seconds) -> str:
 # ---------------------------------------------------------------- intro and setup
 
 def architecture(run: RunData) -> str:
-    n_in, sizes = run.dataset.get("n_features"), run.sizes
-    if sizes is None:
+    widths = run.layer_widths
+    if widths is None:
         return "unknown (no `sizes` in config.json)"
-    return "-".join(str(n) for n in [n_in if n_in else "?", *sizes])
+    return "-".join(widths)
 
 
 def intro(run: RunData) -> str:
