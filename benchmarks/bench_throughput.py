@@ -39,6 +39,7 @@ from stacked_ae import (  # noqa: E402
     load_dataset,
 )
 from stacked_ae.core.train import autocast, resolve_device  # noqa: E402
+from stacked_ae.pipeline.arms import CPU_CHANNELS_LAST  # noqa: E402
 
 N_IN, SIZES, N_CLASSES, NOISE = 784, [1000, 1000, 1000], 10, 0.25
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -260,6 +261,90 @@ def run_rounds(workloads, shapes, args, device):
             {k: v[args.warmup:] for k, v in reference.items()})
 
 
+# ---------------------------------------------------------------- the conv layer workload
+
+CONV_IN, CONV_OUT, CONV_STRIDE = (32, 28, 28), 64, 2   # the second layer of Foster's MNIST autoencoder
+
+
+def conv_layer(channels_last: bool, seed: int, device):
+    from stacked_ae.core.conv import ConvAutoencoderLayer, ConvSpec
+    return ConvAutoencoderLayer(CONV_IN, ConvSpec(CONV_OUT, kernel=3, stride=CONV_STRIDE), activation="leaky_relu",
+                                output_activation="linear", corruption="mask", noise=NOISE, seed=seed,
+                                channels_last=channels_last).to(device)
+
+
+def time_conv_ops(batch: int, channels_last: bool, iters: int, device) -> float:
+    """Seconds per batch of torch's own conv work in one training step of the layer, in one memory format:
+    the encoder's Conv2d forward and weight gradient, the decoder's ConvTranspose2d forward, input and
+    weight gradients (the layer's input needs no gradient). No activation, loss or optimizer."""
+    c, h, w = CONV_IN
+    enc = nn.Conv2d(c, CONV_OUT, 3, stride=CONV_STRIDE, padding=1).to(device)
+    dec = nn.ConvTranspose2d(CONV_OUT, c, 3, stride=CONV_STRIDE, padding=1, output_padding=1).to(device)
+    x = torch.rand(batch, c, h, w, device=device)
+    if channels_last:
+        enc, dec = enc.to(memory_format=torch.channels_last), dec.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        z = dec(enc(x))
+        z.backward(torch.ones_like(z))
+    for _ in range(2):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def run_conv(args, device) -> list[dict]:
+    """Per round and memory format: torch's conv ops, then the library's training epoch of the layer, back to
+    back. Rows: images/s of each (medians) and the library's rate over the conv ops' (median of per-round
+    ratios), against the same format's ops and against the faster format's."""
+    c, h, w = CONV_IN
+    n, B = max(args.n_train // 4, args.batch_size), args.batch_size
+    X = torch.rand(n, c * h * w, generator=torch.Generator().manual_seed(0)).to(device)
+    cfg = TrainConfig(epochs=1, batch_size=B, precision=args.precision)
+    lib, ops = {False: [], True: []}, {False: [], True: []}
+    for r in range(args.warmup + args.repeats):
+        for cl in (False, True):
+            ops_sec = time_conv_ops(B, cl, max(args.matmul_iters // 4, 1), device)
+            layer = conv_layer(cl, r, device)
+            sync(device)
+            start = time.perf_counter()
+            fit_autoencoder(layer, X, cfg, seed=r)
+            sync(device)
+            if r >= args.warmup:
+                lib[cl].append(n / (time.perf_counter() - start))
+                ops[cl].append(B / ops_sec)
+    rows = []
+    for cl in (False, True):
+        best = [max(a, b) for a, b in zip(ops[False], ops[True], strict=True)]
+        rows.append({"workload": f"conv {'x'.join(map(str, CONV_IN))}->{CONV_OUT} s{CONV_STRIDE} train",
+                     "format": "channels_last" if cl else "contiguous",
+                     "library_images_per_s": statistics.median(lib[cl]),
+                     "conv_ops_images_per_s": statistics.median(ops[cl]),
+                     "of_same_format_ops": statistics.median(a / b for a, b in zip(lib[cl], ops[cl], strict=True)),
+                     "of_best_format_ops": statistics.median(a / b for a, b in zip(lib[cl], best, strict=True))})
+    return rows
+
+
+def print_conv(rows, device):
+    print(f"{'workload':<40} {'format':<14} {'library img/s':>13} {'conv ops img/s':>14} {'of same':>8} "
+          f"{'of best':>8}")
+    for r in rows:
+        print(f"{r['workload']:<40} {r['format']:<14} {r['library_images_per_s']:>13.0f} "
+              f"{r['conv_ops_images_per_s']:>14.0f} {r['of_same_format_ops']:>8.0%} {r['of_best_format_ops']:>8.0%}")
+    print("library: fit_autoencoder, one epoch (corruption, activation, loss, Adam included); conv ops: torch's "
+          "Conv2d + ConvTranspose2d forward and backward at the same shapes; of best: against the faster format")
+    chosen = "channels_last" if device.type != "cpu" or CPU_CHANNELS_LAST else "contiguous"
+    row = next(r for r in rows if r["format"] == chosen)
+    verdict = "met" if row["of_best_format_ops"] >= 0.5 else "MISSED"
+    print(f"target  conv layer training step ({chosen}, the pipelines' choice on {device.type}): "
+          f"{row['of_best_format_ops']:.0%} of torch's conv forward+backward rate (>= 50%): {verdict}")
+
+
 # ---------------------------------------------------------------- results
 
 def summarise(workloads, shapes, matmul, times, reference):
@@ -363,6 +448,7 @@ def parse_args(argv=None):
     p.add_argument("--data", choices=("mnist", "random"), default=None, help="default: mnist (random with --quick)")
     p.add_argument("--data-root", default=os.environ.get("STACKED_AE_DATA", str(DEFAULT_ROOT)))
     p.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
+    p.add_argument("--conv-only", action="store_true", help="only the conv layer workload")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.n_train, args.epochs, args.matmul_iters = 1, 0, 256, 1, 1
@@ -386,21 +472,27 @@ def main(argv=None) -> int:
     print(f"data: {source}, n={len(X)}, batch {args.batch_size}, {args.epochs} epoch(s), "
           f"{args.repeats} repeat(s) (+{args.warmup} warm-up), precision {args.precision} "
           f"(baseline {args.baseline_precision})", flush=True)
-    shapes = matmul_shapes(args.batch_size)
-    workloads = make_workloads(X, y, args, device)
-    matmul, times, reference = run_rounds(workloads, shapes, args, device)
-    peak, rows = summarise(workloads, shapes, matmul, times, reference)
-    print_table(rows)
+    peak, rows = None, []
+    if not args.conv_only:
+        shapes = matmul_shapes(args.batch_size)
+        workloads = make_workloads(X, y, args, device)
+        matmul, times, reference = run_rounds(workloads, shapes, args, device)
+        peak, rows = summarise(workloads, shapes, matmul, times, reference)
+        print_table(rows)
+    conv_rows = run_conv(args, device)
+    print_conv(conv_rows, device)
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     print(f"load average (1 min): {info['load_average_1min']} at start, {info['load_average_1min_end']} at end "
           f"on {info['cpu_count']} CPUs")
-    print_targets(rows, device)
+    if rows:
+        print_targets(rows, device)
     if args.quick:
         print("(--quick: a smoke run on a few batches without warm-up; its figures are not measurements)")
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         Path(args.json).write_text(json.dumps({"machine": info, "settings": settings, "data": source,
-                                               "matmul_gflops": peak, "rows": rows}, indent=2) + "\n")
+                                               "matmul_gflops": peak, "rows": rows, "conv_rows": conv_rows},
+                                              indent=2) + "\n")
     return 0
 
 

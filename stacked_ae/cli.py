@@ -167,6 +167,13 @@ def summarize(cfg, results, out: Path, report_path) -> str:
     return "\n".join(lines)
 
 
+def _layers(cfg) -> str:
+    """The model in a few words: conv layers (maps[/stride][+pool]) then the dense sizes."""
+    conv = ", ".join(str(c["channels"]) + (f"/{c['stride']}" if c["stride"] != 1 else "")
+                     + ("+pool" if c["pool"] else "") for c in cfg.model.conv)
+    return (f"conv [{conv}] then " if conv else "") + f"sizes {list(cfg.model.sizes)}"
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -192,7 +199,7 @@ def cmd_validate(args) -> int:
             print(f"sae: error: {_message(err)}", file=sys.stderr)
             continue
         print(f"{file}: ok ({cfg.task}, {_plural(len(cfg.seeds), 'seed')}, budgets {list(cfg.data.budgets)}, "
-              f"arms {list(cfg.arms)}, sizes {list(cfg.model.sizes)}; {found})")
+              f"arms {list(cfg.arms)}, {_layers(cfg)}; {found})")
     return EXIT_USAGE if failures else 0
 
 

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .core.model import StackedEncoder, check_dropout
 from .core.pretrain import greedy_pretrain
-from .core.pretrain_config import TRAIN_FIELDS, PretrainConfig, check_sizes
+from .core.pretrain_config import TRAIN_FIELDS, PretrainConfig, check_sizes, conv_specs
 from .core.train import TrainConfig, fit_autoencoder, fit_classifier, predict_logits, resolve_device
 from .encode import check_output, decode_codes, encode_layers
 
@@ -62,7 +62,20 @@ class _StackedAutoencoderBase(BaseEstimator):
 
     def _pretrain(self, X, cfg, seed, X_val=None) -> tuple[StackedEncoder, list]:
         return greedy_pretrain(X, self.sizes, cfg, X_val=X_val, seed=seed, device=self.device,
-                               progress=bool(self.verbose))
+                               progress=bool(self.verbose), **self._conv())
+
+    def _conv(self) -> dict:
+        """The conv layers and the image shape they read, checked (nothing without conv layers)."""
+        if self.conv is None or (not isinstance(self.conv, dict) and len(self.conv) == 0):
+            return {}
+        specs = conv_specs(self.conv)
+        if self.image_shape is None:
+            raise ValueError("conv layers need image_shape=(height, width) or (channels, height, width): the "
+                             "shape of the images that each row of X holds")
+        return {"conv": specs, "image_shape": tuple(self.image_shape)}
+
+    def _n_layers(self) -> int:
+        return len(self._conv().get("conv", ())) + len(check_sizes(self.sizes))
 
     def _validate(self, X) -> torch.Tensor:
         check_is_fitted(self)
@@ -85,6 +98,15 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
     ----------
     sizes : sequence of int, default=(512, 256)
         Hidden layer widths, input side first; the top codes have ``sizes[-1]`` columns.
+    conv : list of dict or None, default=None
+        Convolutional layers below the dense ones, input side first, each a dict such as
+        ``{"channels": 32, "kernel": 3, "stride": 2, "padding": "same", "pool": False}``
+        (all but ``channels`` optional). Each is pretrained greedily as a shallow conv
+        autoencoder (Masci et al., 2011); per-layer parameter lists count conv and dense
+        layers together. Needs ``image_shape``.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(channels, height, width)`` of the image each row of X
+        holds (rows are flattened images, channels first); used by ``conv`` only.
     activation : str or list of str, default="sigmoid"
         Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
         "softplus". This and every pretraining parameter below, down to ``contractive``,
@@ -186,13 +208,15 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
     (1797, 64)
     """
 
-    def __init__(self, sizes=(512, 256), *, activation="sigmoid", output_activation="auto", epochs=30, lr=3e-3,
+    def __init__(self, sizes=(512, 256), *, conv=None, image_shape=None, activation="sigmoid",
+                 output_activation="auto", epochs=30, lr=3e-3,
                  batch_size=64, optimizer="adam", momentum=0.9, weight_decay=0.0, schedule="constant",
                  corruption="mask", noise=0.2, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
                  finetune_epochs=0, finetune_lr=1e-3, finetune_batch_size=64, finetune_optimizer="adam",
                  finetune_momentum=0.9, finetune_weight_decay=0.0, finetune_schedule="constant", output="top",
                  random_state=None, device="cpu", precision="fp32", verbose=False):
         self.sizes, self.activation, self.output_activation = sizes, activation, output_activation
+        self.conv, self.image_shape = conv, image_shape
         self.epochs, self.lr, self.batch_size, self.optimizer = epochs, lr, batch_size, optimizer
         self.momentum, self.weight_decay, self.schedule = momentum, weight_decay, schedule
         self.corruption, self.noise, self.tied = corruption, noise, tied
@@ -215,7 +239,7 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
             Ignored.
         """
         X = _to_tensor(validate_data(self, X, dtype=np.float32))
-        check_output(self.output, len(check_sizes(self.sizes)))
+        check_output(self.output, self._n_layers())
         pretrain_cfg = self._pretrain_config()
         finetune_cfg = self._finetune_config() if self.finetune_epochs != 0 else None
         seed = _seed(self.random_state)
@@ -271,6 +295,15 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
     ----------
     sizes : sequence of int, default=(512, 256)
         Hidden layer widths, input side first.
+    conv : list of dict or None, default=None
+        Convolutional layers below the dense ones, input side first, each a dict such as
+        ``{"channels": 32, "kernel": 3, "stride": 2, "padding": "same", "pool": False}``
+        (all but ``channels`` optional). Each is pretrained greedily as a shallow conv
+        autoencoder (Masci et al., 2011); per-layer parameter lists count conv and dense
+        layers together. Needs ``image_shape``.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(channels, height, width)`` of the image each row of X
+        holds (rows are flattened images, channels first); used by ``conv`` only.
     activation : str or list of str, default="sigmoid"
         Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
         "softplus". This and every pretraining parameter below, down to ``contractive``,
@@ -381,7 +414,8 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
     array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
 
-    def __init__(self, sizes=(512, 256), *, activation="sigmoid", output_activation="auto", epochs=30, lr=3e-3,
+    def __init__(self, sizes=(512, 256), *, conv=None, image_shape=None, activation="sigmoid",
+                 output_activation="auto", epochs=30, lr=3e-3,
                  batch_size=64, optimizer="adam", momentum=0.9, weight_decay=0.0, schedule="constant",
                  corruption="mask", noise=0.2, tied=False, sparsity=0.0, sparsity_target=0.05, contractive=0.0,
                  finetune_epochs=100, finetune_lr=1e-3, finetune_batch_size=64, finetune_optimizer="adam",
@@ -389,6 +423,7 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
                  finetune_patience=20, finetune_dropout=0.0, finetune_input_dropout=0.0, init="pretrained",
                  validation_fraction=0.1, random_state=None, device="cpu", precision="fp32", verbose=False):
         self.sizes, self.activation, self.output_activation = sizes, activation, output_activation
+        self.conv, self.image_shape = conv, image_shape
         self.epochs, self.lr, self.batch_size, self.optimizer = epochs, lr, batch_size, optimizer
         self.momentum, self.weight_decay, self.schedule = momentum, weight_decay, schedule
         self.corruption, self.noise, self.tied = corruption, noise, tied
@@ -465,5 +500,5 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         cfg = self._pretrain_config()
         if self.init == "pretrained":
             return self._pretrain(X, cfg, seed, X_val)
-        encoder = StackedEncoder.random(X.shape[1], check_sizes(self.sizes), seed=seed, config=cfg)
+        encoder = StackedEncoder.random(X.shape[1], check_sizes(self.sizes), seed=seed, config=cfg, **self._conv())
         return encoder.to(resolve_device(self.device)), []

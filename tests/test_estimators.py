@@ -322,3 +322,42 @@ def test_bad_classifier_parameters_are_named(params, message, digits):
     """A bad classifier parameter raises ValueError naming it."""
     with pytest.raises(ValueError, match=message):
         StackedAutoencoderClassifier(**{"sizes": (4,), "epochs": 1, **params}).fit(digits[0][:50], digits[2][:50])
+
+
+# ---------------------------------------------------------------- conv layers
+
+CONV = [{"channels": 8}, {"channels": 16, "stride": 2}]
+
+
+def test_conv_classifier_learns_digits(digits_70_30):
+    X_train, X_test, y_train, y_test = digits_70_30
+    clf = StackedAutoencoderClassifier(sizes=(32,), conv=CONV, image_shape=(8, 8), activation="leaky_relu", epochs=3,
+                                       finetune_epochs=30, random_state=0).fit(X_train, y_train)
+    assert [s.channels for s in clf.encoder_.conv] == [8, 16]
+    assert clf.score(X_test, y_test) > 0.93
+
+
+def test_conv_transformer_codes_per_layer_and_inverse(digits):
+    X = digits[0][:300].astype(np.float32)
+    sae = StackedAutoencoderTransformer(sizes=(12,), conv=CONV, image_shape=(8, 8), activation="leaky_relu",
+                                        epochs=2, random_state=0).fit(X)
+    assert sae.transform(X).shape == (300, 12)
+    assert sae.set_params(output=1).transform(X).shape == (300, 8 * 8 * 8)
+    assert sae.set_params(output=2).transform(X).shape == (300, 16 * 4 * 4)
+    assert sae.set_params(output="top").inverse_transform(sae.transform(X)).shape == X.shape
+    assert sae.get_params()["conv"] == CONV and clone(sae).get_params()["image_shape"] == (8, 8)
+    same = StackedAutoencoderTransformer(sizes=(12,), conv=CONV, image_shape=(8, 8), activation="leaky_relu",
+                                         epochs=2, random_state=0).fit(X)
+    assert np.array_equal(same.transform(X), sae.set_params(output="top").transform(X))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"conv": CONV}, "conv layers need image_shape"),
+    ({"conv": CONV, "image_shape": (7, 7)}, r"image_shape \(7, 7\) holds 49 values but the data have 64"),
+    ({"conv": [{"channels": 8, "kernels": 3}], "image_shape": (8, 8)}, r"conv\[0\]: unknown key\(s\) kernels"),
+    ({"conv": [{"channels": 8, "kernel": 9, "padding": 0}], "image_shape": (8, 8)},
+     r"conv\[0\]: kernel 9 is larger than its 8x8 input"),
+])
+def test_bad_conv_parameters_are_named(params, message, digits):
+    with pytest.raises(ValueError, match=message):
+        StackedAutoencoderTransformer(sizes=(4,), epochs=1, **params).fit(digits[0][:50])

@@ -161,7 +161,7 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
     device = "cuda" if settings.gpus_per_stage > 0 else "cpu"
     common = (cfg.to_dict(), ray.put(_to(ctx.data, torch.device("cpu"))))
     extra = (threads, device, run.provenance, ctx.data_id)
-    pending, encoders = {}, {}
+    pending, encoders, waits_on = {}, {}, {}
     for seed in pretrained_seeds(cfg):
         encoders[seed] = _cached_pretraining(run, cfg, seed, ctx.data_id)
         if encoders[seed] is None:
@@ -174,9 +174,14 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
             ctx.counts["reused"] += 1
             continue
         dependency = encoders.get(seed) if arm in NEEDS_PRETRAINING else None
-        pending[task.remote(*common, ("arm", seed, budget, arm), dependency, *extra)] = key
+        ref = task.remote(*common, ("arm", seed, budget, arm), dependency, *extra)
+        pending[ref] = key
+        if dependency is not None and not isinstance(dependency, dict):   # a pretraining task still to finish
+            waits_on[ref] = dependency
         ctx.counts["computed"] += 1
-    return _collect(ray, run, pending, cfg.name, progress)
+    slots = max(1, int(ray.cluster_resources().get("GPU" if settings.gpus_per_stage else "CPU", 1)
+                       / (settings.gpus_per_stage or 1)))
+    return _collect(ray, run, pending, cfg.name, progress, waits_on, slots)
 
 
 def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | None:
@@ -191,10 +196,20 @@ def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | Non
     return {"files": {stage_file: run.stage_path(key).read_bytes()}, "encoder": encoder}
 
 
-def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool) -> dict[str, str]:
+def stage_counts(pending, waits_on: dict, slots: int) -> tuple[int, int]:
+    """(running, queued) of the unfinished stages: those whose pretraining has finished (or that need none)
+    fill the cluster's `slots` first; the rest, and the ready ones beyond the slots, wait."""
+    ready = sum(1 for ref in pending if waits_on.get(ref) not in pending)
+    running = min(ready, slots)
+    return running, len(pending) - running
+
+
+def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool, waits_on: dict | None = None,
+             slots: int = 1) -> dict[str, str]:
     from tqdm.auto import tqdm
-    placement = {}
+    placement, waits_on = {}, waits_on or {}
     bar = tqdm(total=len(pending), desc=name, unit="stage", disable=not progress)
+    bar.set_postfix_str("{} running, {} queued".format(*stage_counts(pending, waits_on, slots)))
     try:
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
@@ -204,7 +219,7 @@ def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool) -> dict
             placement[key] = out["node"]
             log.info("%s: done on %s in %.1f s", key, out["node"], out["seconds"])
             bar.update()
-            bar.set_postfix_str(f"{len(pending)} running or queued")
+            bar.set_postfix_str("{} running, {} queued".format(*stage_counts(pending, waits_on, slots)))
     finally:
         bar.close()
     return placement

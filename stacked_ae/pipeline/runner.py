@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.data import Dataset, load_dataset
+from ..core.conv import image_shape3
+from ..core.data import IMAGE_SHAPES, Dataset, load_dataset
 from ..core.files import atomic_write
+from ..core.pretrain_config import conv_specs
 from ..core.train import resolve_device
 from ..core.version import __version__
 from .arms import PROTOCOL, SKLEARN_ARMS, RunContext
@@ -76,10 +78,31 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
 
 # ---------------------------------------------------------------- preparation
 
+# Multiply-adds per example of a network's largest layer below which one thread is faster: splitting
+# each small op costs more than it saves (a 256-wide dense layer is about 65k).
+SMALL_LAYER_MACS = 1 << 18
+
+
 def auto_threads(cfg: PipelineConfig) -> int:
-    """One thread for narrow networks, where splitting each small matmul costs more than it
-    saves; otherwise torch's default (one per core)."""
-    return 1 if max(cfg.model.sizes) <= 256 and not cfg.model.conv else torch.get_num_threads()
+    """One thread for small networks (every layer under SMALL_LAYER_MACS multiply-adds per example; conv
+    layers on a dataset of unknown image shape count as large); otherwise torch's default (one per core)."""
+    if max(cfg.model.sizes) > 256:
+        return torch.get_num_threads()
+    if cfg.model.conv:
+        shape = IMAGE_SHAPES.get(cfg.data.dataset)
+        if shape is None or max(conv_macs(cfg.model.conv, shape)) > SMALL_LAYER_MACS:
+            return torch.get_num_threads()
+    return 1
+
+
+def conv_macs(conv, image_shape) -> list[int]:
+    """Multiply-adds per example of each conv layer on images of `image_shape`."""
+    shape, macs = image_shape3(image_shape), []
+    for spec in conv_specs(conv):
+        c, h, w = spec.conv_shape(shape)
+        macs.append(c * shape[0] * spec.kernel ** 2 * h * w)
+        shape = spec.out_shape(shape)
+    return macs
 
 
 def check_run_dir(run: RunDir) -> None:

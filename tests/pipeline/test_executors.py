@@ -132,3 +132,95 @@ def test_each_local_worker_gets_its_share_of_the_cores(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert [worker_threads(n, "") for n in (1, 2, 16, 32)] == [16, 8, 1, 1]
     assert worker_threads(4, "auto") == 1
+
+
+# ---------------------------------------------------------------- faults under Ray
+
+def test_the_bar_counts_running_and_queued_stages_apart():
+    """Stages whose pretraining is still pending wait; the ready ones fill the slots, the rest queue."""
+    from stacked_ae.pipeline.executors import stage_counts
+    pending = ["pre0", "a", "b", "c", "d"]
+    waits_on = {"c": "pre0", "d": "pre0"}
+    assert stage_counts(pending, waits_on, slots=2) == (2, 3)     # pre0, a, b ready; two slots
+    assert stage_counts(pending, waits_on, slots=8) == (3, 2)     # c and d wait for pre0
+    assert stage_counts(["c", "d"], waits_on, slots=8) == (2, 0)  # pre0 done: both ready
+    assert stage_counts([], waits_on, slots=2) == (0, 0)
+
+
+def test_a_diverging_stage_under_ray_fails_alone_as_it_does_locally(cluster, tmp_path):
+    """Pretraining with lr=1e6 on Ray: the same failed rows and messages as the local run, the others finish."""
+    from test_faults import DIVERGING
+    run(DIVERGING, tmp_path / "local")
+    run(DIVERGING, tmp_path / "ray", executor="ray", address=cluster.address)
+    local, remote = results(tmp_path / "local"), results(tmp_path / "ray")
+    pd.testing.assert_frame_equal(remote, local)
+    assert set(remote.loc[remote["status"] == "failed", "arm"]) == {"pretrained", "frozen"}
+
+
+def _driver(pipeline, out, address) -> list[str]:
+    return [sys.executable, "-m", "stacked_ae", "run", str(pipeline), "--out", str(out), "--quiet", "--no-report",
+            "--device", "cpu", "--threads", "1", "--executor", "ray", "--address", address]
+
+
+def _start_and_wait(cmd, ready, timeout: float = 120) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before the fault:\n{proc.stderr.read()}"
+    return proc
+
+
+SLOW_TOML = """name = "slow"
+seeds = [0, 1, 2]
+[data]
+dataset = "digits"
+budgets = [5, "all"]
+[model]
+sizes = [24, 12]
+[pretrain]
+epochs = 2
+batch_size = 64
+noise = 0.2
+[finetune]
+epochs = 30
+lr = [0.01, 0.03]
+batch_size = 64
+patience = "none"
+"""
+
+
+def test_a_killed_ray_driver_resumes_to_the_same_results(cluster, tmp_path):
+    """SIGKILL the driver (`sae run --executor ray`) once some stages are written: a rerun keeps them and ends
+    with the numbers of an uninterrupted local run."""
+    pipeline = tmp_path / "slow.toml"
+    pipeline.write_text(SLOW_TOML)
+    out = tmp_path / "run"
+    proc = _start_and_wait(_driver(pipeline, out, cluster.address),
+                           lambda: len(list(out.glob("stages/arm_*.json"))) >= 2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    assert kept and not (out / "results.csv").exists()
+    assert main(_driver(pipeline, out, cluster.address)[3:]) == 0
+    assert {n: (out / "stages" / n).stat().st_mtime_ns for n in kept} == kept, "finished stages were redone"
+    run(from_toml(SLOW_TOML), tmp_path / "local")
+    pd.testing.assert_frame_equal(results(out), results(tmp_path / "local"))
+
+
+def test_ctrl_c_under_ray_exits_130_with_the_resume_hint(cluster, tmp_path):
+    pipeline = tmp_path / "slow.toml"
+    pipeline.write_text(SLOW_TOML)
+    out = tmp_path / "run"
+    proc = _start_and_wait(_driver(pipeline, out, cluster.address), lambda: any(out.glob("stages/*.json")))
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr and "Traceback" not in stderr, stderr
+    assert not list(out.rglob(".*.tmp*")) and not (out / "results.csv").exists()
+
+
+def from_toml(text: str) -> dict:
+    import tomllib
+    return tomllib.loads(text)
