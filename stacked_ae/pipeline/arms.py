@@ -174,8 +174,10 @@ def conv_settings(ctx: RunContext) -> dict:
             "channels_last": ctx.device.type != "cpu" or CPU_CHANNELS_LAST}
 
 
-# Conv layers in channels-last memory on the CPU: see benchmarks/RESULTS.md (conv workload).
-CPU_CHANNELS_LAST = True
+# Conv layers in channels-last memory on the CPU. Measured on this project's 2-core CPU (benchmarks/RESULTS.md,
+# conv workload): contiguous maps were faster with 1 and with 2 threads, for torch's own conv ops and for the
+# layer's training step alike, so the CPU keeps contiguous memory; GPUs use channels-last.
+CPU_CHANNELS_LAST = False
 
 
 def starting_stack(ctx: RunContext, seed: int, arm: str) -> StackedEncoder:
