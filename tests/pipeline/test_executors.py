@@ -173,7 +173,7 @@ def _start_and_wait(cmd, ready, timeout: float = 120) -> subprocess.Popen:
 
 
 SLOW_TOML = """name = "slow"
-seeds = [0, 1, 2]
+seeds = [0, 1]
 [data]
 dataset = "digits"
 budgets = [5, "all"]
@@ -184,7 +184,7 @@ epochs = 2
 batch_size = 64
 noise = 0.2
 [finetune]
-epochs = 30
+epochs = 12
 lr = [0.01, 0.03]
 batch_size = 64
 patience = "none"

@@ -276,7 +276,8 @@ def test_force_starts_over(tiny_run, tmp_path):
     assert stage.stat().st_mtime_ns != first
 
 
-@pytest.mark.parametrize("name", ["quickstart", "mnist-sdae", "mnist-deep-ae", "mnist-2d", "fashion-mnist-sdae"])
+@pytest.mark.parametrize("name", ["quickstart", "quickstart-conv", "mnist-sdae", "mnist-deep-ae", "mnist-2d",
+                                  "fashion-mnist-sdae"])
 def test_shipped_run_folders_still_load_with_todays_code(name):
     """The committed run folders' config.json files read with today's code (settings added later take their
     defaults) and describe the shipped pipeline's data and model, so `sae run` can resume them in place."""
@@ -289,7 +290,8 @@ def test_shipped_run_folders_still_load_with_todays_code(name):
     assert sorted((root / "reports" / name / "stages").glob("*.json")), f"reports/{name}/stages is empty"
 
 
-@pytest.mark.parametrize("name", ["quickstart", "mnist-sdae", "mnist-deep-ae", "mnist-2d", "fashion-mnist-sdae"])
+@pytest.mark.parametrize("name", ["quickstart", "quickstart-conv", "mnist-sdae", "mnist-deep-ae", "mnist-2d",
+                                  "fashion-mnist-sdae"])
 def test_shipped_stages_are_current_or_marked_as_older(name):
     """Every committed stage record either names an older protocol (absent: made before records named it), so
     `sae run` recomputes it, or matches the fingerprint today's code computes from the run's own config.json
