@@ -279,3 +279,16 @@ def test_a_conv_layer_on_top_of_a_dense_one_is_refused():
     conv = ConvAutoencoderLayer((8, 8), ConvSpec(2), seed=0)
     with pytest.raises(ValueError, match="layer 2 is a conv layer"):
         StackedEncoder([dense, conv])
+
+
+def test_conv_layers_train_under_bf16_autocast_close_to_fp32(digits):
+    """precision="bf16": the conv layer's steps run under bfloat16 autocast, weights stay fp32, and the
+    reconstruction error lands within 5% of the fp32 run's."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        layer = ConvAutoencoderLayer((8, 8), ConvSpec(8, stride=2), activation="leaky_relu", seed=0)
+        fit_autoencoder(layer, digits.X_train, TrainConfig(epochs=8, lr=3e-3, batch_size=64, precision=precision),
+                        seed=0)
+        assert layer.encoder.conv.weight.dtype == torch.float32
+        losses[precision] = evaluate_reconstruction(layer, digits.X_val)["loss"]
+    assert abs(losses["bf16"] / losses["fp32"] - 1) < 0.05, losses
