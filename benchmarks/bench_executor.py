@@ -1,6 +1,9 @@
 """What the Ray executor costs on this machine: the same pipeline back to back with the local executor,
 with Ray on one worker (that worker gets every core), and with Ray on two workers; wall times of the
-whole `sae run` command, and the simulator's prediction for each from the local run's stage times.
+whole `sae run` command, and two predictions for each from the local run's stage times: the plain list
+schedule, and the calibrated model that adds Ray's measured start-up and scales every stage by the
+measured slowdown of one stage run as one of the concurrent workers (each with its share of the cores)
+against alone with every core. Both calibrations are measured before the Ray run, never fitted to it.
 
     python benchmarks/bench_executor.py                         # quickstart on digits
     python benchmarks/bench_executor.py --mnist ../shared/data  # a cut-down mnist-sdae (a few minutes a run)
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,29 +36,89 @@ def timed_run(pipeline: str, out: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+STARTUP = """
+import sys, time
+import ray
+start = time.perf_counter()
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, log_to_driver=False, configure_logging=False)
+@ray.remote(num_cpus=1)
+def ready():
+    import stacked_ae.pipeline.executors  # noqa: F401  (what a stage task imports first)
+    return 1
+ray.get([ready.remote() for _ in range(int(sys.argv[1]))])
+print(time.perf_counter() - start)
+ray.shutdown()
+"""
+
+
+def ray_startup(workers: int) -> float:
+    """Seconds from ray.init to `workers` worker processes that have imported the package."""
+    out = subprocess.run([sys.executable, "-c", STARTUP, str(workers)], check=True, cwd=ROOT, capture_output=True,
+                         text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def one_stage(pipeline: str, extra: list[str], budget: str) -> list[str]:
+    """A run of one real stage of the pipeline: seed 0, the random arm, at `budget`."""
+    return [*extra, "--set", "seeds=[0]", "--set", 'arms=["random"]', "--set", f"data.budgets=[{budget}]"]
+
+
+def concurrency_slowdown(pipeline: str, extra: list[str], workers: int, repeats: int = 3) -> float:
+    """How much slower one stage runs as one of `workers` concurrent processes with cores // workers threads
+    each than alone with every core (medians over repeats): the factor by which a worker's stages exceed
+    the stage times a local run records."""
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    alone, shared = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            alone.append(timed_run(pipeline, Path(tmp) / f"alone{r}", extra))
+            procs, start = [], time.perf_counter()
+            for w in range(workers):
+                cmd = [sys.executable, "-m", "stacked_ae", "run", pipeline, "--out", str(Path(tmp) / f"w{r}_{w}"),
+                       "--force", "--quiet", "--no-report", "--threads", str(threads), *extra]
+                procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for proc in procs:
+                proc.wait()
+            shared.append(time.perf_counter() - start)
+    return statistics.median(shared) / statistics.median(alone)
+
+
+def predict(seconds: dict, depends: dict, workers: int, slowdown: float, startup: float) -> float:
+    """The executor's wall time: Ray's start-up, then the list schedule of the stages, each `slowdown` times
+    its recorded time."""
+    return startup + makespan({k: v * slowdown for k, v in seconds.items()}, depends, workers)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist", metavar="DATA_ROOT", help="run the cut-down mnist-sdae from this data root")
     args = parser.parse_args(argv)
     if args.mnist:
-        pipeline, extra = "pipelines/mnist-sdae.toml", ["--data-root", args.mnist, *MNIST_CUT]
+        pipeline, extra, budget = "pipelines/mnist-sdae.toml", ["--data-root", args.mnist, *MNIST_CUT], '"all"'
     else:
-        pipeline, extra = "pipelines/quickstart.toml", []
+        pipeline, extra, budget = "pipelines/quickstart.toml", [], '"all"'
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "local"
         base = timed_run(pipeline, local, extra)
         seconds, depends = read_stages(local)
-        rows.append(("local", base, makespan(seconds, depends, 1)))
+        rows.append(("local", base, makespan(seconds, depends, 1), makespan(seconds, depends, 1)))
         for workers in (1, 2):
+            # calibrated on this machine before the run, from one stage and an empty Ray start: not fitted to it
+            slowdown = 1.0 if workers == 1 else concurrency_slowdown(pipeline, one_stage(pipeline, extra, budget),
+                                                                     workers)
+            startup = ray_startup(workers)
             wall = timed_run(pipeline, Path(tmp) / f"ray{workers}", [*extra, "--executor", "ray",
                                                                      "--workers", str(workers)])
-            rows.append((f"ray --workers {workers}", wall, makespan(seconds, depends, workers)))
+            rows.append((f"ray --workers {workers} (start-up {startup:.1f} s, stage slowdown {slowdown:.2f}x)", wall,
+                         makespan(seconds, depends, workers), predict(seconds, depends, workers, slowdown, startup)))
     print(f"{pipeline}{' (cut down)' if args.mnist else ''}, {os.cpu_count()} cores")
-    print("| executor | wall time (s) | vs local | simulated from the local run's stages (s) |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, wall, predicted in rows:
-        print(f"| {name} | {wall:.1f} | {wall / base:.2f}x | {predicted:.1f} |")
+    print("| executor | wall time (s) | vs local | schedule of the local stage times (s) | calibrated model (s) "
+          "| model error |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, wall, plain, model in rows:
+        print(f"| {name} | {wall:.1f} | {wall / base:.2f}x | {plain:.1f} | {model:.1f} | {model / wall - 1:+.0%} |")
 
 
 if __name__ == "__main__":

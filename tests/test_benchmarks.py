@@ -56,3 +56,14 @@ def test_executor_simulator_schedules_the_stage_graph(tmp_path):
     assert makespan(seconds, depends, 1) == 24.0
     assert makespan(seconds, depends, 2) == 15.0 == critical_path(seconds, depends)
     assert makespan(seconds, depends, 8) == 15.0
+
+
+def test_the_calibrated_executor_model_adds_start_up_and_scales_every_stage():
+    """predict = Ray's start-up + the list schedule of the stage times, each times the measured slowdown."""
+    sys.path.insert(0, str(BENCH.parent))
+    from bench_executor import predict
+    seconds = {"pretrain_seed0": 10.0, "arm_seed0_budgetall_pretrained": 5.0, "arm_seed0_budgetall_random": 8.0}
+    depends = {"arm_seed0_budgetall_pretrained": "pretrain_seed0"}
+    assert predict(seconds, depends, 2, 1.0, 0.0) == 15.0
+    assert predict(seconds, depends, 2, 1.5, 3.0) == 3.0 + 1.5 * 15.0
+    assert predict(seconds, depends, 1, 1.0, 2.0) == 2.0 + 23.0
