@@ -141,7 +141,7 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
         if on_cap:
             warnings.append(f"{on_cap} of {len(best)} best epochs on the cap: allow more epochs")
     flag = "may be under-tuned: " + "; ".join(warnings) if warnings else "inside the grid and before the cap"
-    if not best and not warnings and column != "lr" and not (column == "C" and "on_grid_edge" in rows):
+    if not best and not warnings and column != "lr" and not (column == "C" and chosen and "on_grid_edge" in rows):
         flag = DASH   # nothing to check: no epochs, and no record of where C sits in its grid
     elif not best and not warnings:
         flag = "inside the grid"

@@ -84,5 +84,6 @@ def test_the_report_shows_the_knn_table_and_names_the_best_arm(recon_run):
     best = res["knn_accuracy"].idxmax()
     assert f"highest for {best} (" in md
     assert "### Codes: k-nearest-neighbour accuracy" in md
+    assert "| all | pca | — | — | — |" in md     # PCA selects nothing: nothing to check in Tuning
     for arm in res.index:
         assert f"| {arm} | {100 * res.loc[arm, 'knn_accuracy']:.2f} | 1 |" in md
