@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ACTIVATIONS, CORRUPTIONS, _check_choice, activate, corrupt, full_precision, loss_from_logits
+from .layers import (
+    ACTIVATIONS,
+    _check_choice,
+    activate,
+    check_layer_settings,
+    corrupt,
+    loss_from_logits,
+    sparsity_penalty,
+)
 
 Shape = tuple[int, int, int]   # (channels, height, width)
 SPEC_KEYS = ("channels", "kernel", "stride", "padding", "pool")
@@ -103,6 +111,15 @@ def image_shape3(shape) -> Shape:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"an image shape is (height, width) or (channels, height, width); got {shape}")
     return shape
+
+
+def map_shapes(conv, image_shape, key: str = "conv") -> list[Shape]:
+    """The maps each conv layer of `conv` (ConvSpecs or their dicts) reads, then the maps the last one gives:
+    [input, after layer 1, ...], every layer checked against its input (errors name `key[k]`)."""
+    shapes = [image_shape3(image_shape)]
+    for k, spec in enumerate(conv):
+        shapes.append(ConvSpec.from_dict(spec, f"{key}[{k}]").check(shapes[-1], f"{key}[{k}]"))
+    return shapes
 
 
 def init_conv_weight(weight: torch.Tensor, generator: torch.Generator | None) -> None:
@@ -243,20 +260,11 @@ class ConvAutoencoderLayer(nn.Module):
         super().__init__()
         in_shape = image_shape3(in_shape)
         spec = ConvSpec.from_dict(spec) if isinstance(spec, dict) else spec
-        _check_choice(output_activation, ("sigmoid", "linear"), "output_activation")
-        self.corruption = _check_choice(corruption, CORRUPTIONS, "corruption")
-        if not 0.0 <= noise < 1.0:
-            raise ValueError(f"noise must be in [0, 1), got {noise}")
         if contractive:
             raise ValueError(f"the contractive penalty is defined for dense layers only; a conv layer got "
                              f"contractive={contractive}")
-        if sparsity < 0:
-            raise ValueError(f"sparsity must be >= 0, got {sparsity}")
-        if sparsity > 0 and activation != "sigmoid":
-            raise ValueError(f"the sparsity penalty needs sigmoid units (mean activation in (0, 1)); "
-                             f"got activation={activation!r}")
-        if not 0.0 < sparsity_target < 1.0:
-            raise ValueError(f"sparsity_target must be in (0, 1), got {sparsity_target}")
+        self.corruption = check_layer_settings(activation, output_activation, corruption, noise, sparsity,
+                                               sparsity_target, 0.0)
         self.noise, self.sparsity, self.sparsity_target = float(noise), float(sparsity), float(sparsity_target)
         self.contractive = 0.0
         generator = torch.Generator().manual_seed(int(seed))
@@ -323,7 +331,5 @@ class ConvAutoencoderLayer(nn.Module):
         return objective, recon
 
     def sparsity_penalty(self, h: torch.Tensor) -> torch.Tensor:
-        """sum over units of KL(rho || rho_hat), rho_hat the batch mean of each unit of the code maps."""
-        rho = self.sparsity_target
-        rho_hat = full_precision(h).mean(0).clamp(1e-6, 1 - 1e-6)
-        return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+        """The dense layer's KL penalty over every unit of the (flat) code maps."""
+        return sparsity_penalty(h, self.sparsity_target)

@@ -170,6 +170,29 @@ def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator
     raise ValueError(f"corruption must be one of {', '.join(CORRUPTIONS)}; got {kind!r}")
 
 
+def check_layer_settings(activation: str, output_activation: str, corruption: str, noise: float, sparsity: float,
+                         sparsity_target: float, contractive: float) -> str:
+    """The checks every autoencoder layer (dense or conv) makes of its settings; returns the corruption."""
+    _check_choice(output_activation, ("sigmoid", "linear"), "output_activation")
+    _check_choice(corruption, CORRUPTIONS, "corruption")
+    if not 0.0 <= noise < 1.0:
+        raise ValueError(f"noise must be in [0, 1), got {noise}")
+    if sparsity < 0 or contractive < 0:
+        raise ValueError(f"sparsity and contractive weights must be >= 0, got {sparsity}, {contractive}")
+    if sparsity > 0 and activation != "sigmoid":
+        raise ValueError(f"the sparsity penalty needs sigmoid units (mean activation in (0, 1)); "
+                         f"got activation={activation!r}")
+    if not 0.0 < sparsity_target < 1.0:
+        raise ValueError(f"sparsity_target must be in (0, 1), got {sparsity_target}")
+    return corruption
+
+
+def sparsity_penalty(h: torch.Tensor, rho: float) -> torch.Tensor:
+    """sum_j KL(rho || rho_hat_j), rho_hat_j the batch mean of unit j of the codes `h` (Ng's sparse autoencoder)."""
+    rho_hat = full_precision(h).mean(0).clamp(1e-6, 1 - 1e-6)
+    return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+
+
 class AutoencoderLayer(nn.Module):
     """A shallow autoencoder n_in -> n_out -> n_in, trained to rebuild its clean input.
 
@@ -195,17 +218,8 @@ class AutoencoderLayer(nn.Module):
         for name, value in (("n_in", n_in), ("n_out", n_out)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        _check_choice(output_activation, ("sigmoid", "linear"), "output_activation")
-        self.corruption = _check_choice(corruption, CORRUPTIONS, "corruption")
-        if not 0.0 <= noise < 1.0:
-            raise ValueError(f"noise must be in [0, 1), got {noise}")
-        if sparsity < 0 or contractive < 0:
-            raise ValueError(f"sparsity and contractive weights must be >= 0, got {sparsity}, {contractive}")
-        if sparsity > 0 and activation != "sigmoid":
-            raise ValueError(f"the sparsity penalty needs sigmoid units (mean activation in (0, 1)); "
-                             f"got activation={activation!r}")
-        if not 0.0 < sparsity_target < 1.0:
-            raise ValueError(f"sparsity_target must be in (0, 1), got {sparsity_target}")
+        self.corruption = check_layer_settings(activation, output_activation, corruption, noise, sparsity,
+                                               sparsity_target, contractive)
         self.noise, self.sparsity, self.sparsity_target = float(noise), float(sparsity), float(sparsity_target)
         self.contractive = float(contractive)
         generator = torch.Generator().manual_seed(int(seed))
@@ -264,10 +278,7 @@ class AutoencoderLayer(nn.Module):
         return objective, recon
 
     def sparsity_penalty(self, h: torch.Tensor) -> torch.Tensor:
-        """sum_j KL(rho || rho_hat_j), rho_hat_j the batch mean of unit j (Ng's sparse autoencoder)."""
-        rho = self.sparsity_target
-        rho_hat = full_precision(h).mean(0).clamp(1e-6, 1 - 1e-6)
-        return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+        return sparsity_penalty(h, self.sparsity_target)
 
     def contractive_penalty(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Batch mean of ||dh/dx||_F^2 = sum_j act'(z_j)^2 * sum_i W_ji^2 (elementwise units)."""

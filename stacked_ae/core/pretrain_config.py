@@ -4,11 +4,12 @@ so that the random arm starts from exactly the weights pretraining started from.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .conv import ConvAutoencoderLayer, ConvSpec, image_shape3
+from .conv import ConvAutoencoderLayer, ConvSpec, image_shape3, map_shapes
 from .layers import ACTIVATIONS, CORRUPTIONS, OUTPUT_ACTIVATIONS, AutoencoderLayer
 from .seeds import derive_seed
 from .train import TrainConfig
@@ -134,12 +135,10 @@ class PretrainConfig:
         self.check_layers(len(specs) + len(sizes))
         layers: list = []
         if specs:
-            shape = check_image_shape(image_shape, n_in)
-            for k, spec in enumerate(specs):
-                out = spec.check(shape, f"conv[{k}]")
-                layers.append(self.make_conv_layer(k, shape, spec, seed, inputs_in_unit_interval, channels_last))
-                shape = out
-            n_in = shape[0] * shape[1] * shape[2]
+            shapes = map_shapes(specs, check_image_shape(image_shape, n_in))
+            layers += [self.make_conv_layer(k, shape, spec, seed, inputs_in_unit_interval, channels_last)
+                       for k, (spec, shape) in enumerate(zip(specs, shapes, strict=False))]
+            n_in = math.prod(shapes[-1])
         widths = [n_in, *sizes]
         for j in range(len(sizes)):
             layers.append(self.make_layer(len(specs) + j, widths[j], widths[j + 1], seed, inputs_in_unit_interval))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..core.conv import map_shapes
 from ..core.data import Dataset
 from ..core.model import CheckpointError, StackedEncoder
 from ..core.pretrain import greedy_pretrain
@@ -147,7 +148,9 @@ def load_cached_encoder(ctx: RunContext, path) -> StackedEncoder:
         raise CheckpointError(f"{err}; {hint}") from None
     pcfg = ctx.cfg.pretrain_config()
     n_layers = ctx.cfg.model.n_layers
-    widths = [ctx.data.n_features, *fresh_stack(ctx, 0).sizes]
+    conv = ctx.cfg.model.conv
+    maps = [math.prod(shape) for shape in map_shapes(conv, ctx.data.image_shape)[1:]] if conv else []
+    widths = [ctx.data.n_features, *maps, *ctx.cfg.model.sizes]
     expected = (widths, [pcfg.value("activation", k) for k in range(n_layers)])
     found = ([stack.n_in, *stack.sizes], stack.activations)
     if found != expected or [s.to_dict() for s in stack.conv] != list(ctx.cfg.model.conv):

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Union
 
-from ..core.conv import ConvSpec
+from ..core.conv import ConvSpec, map_shapes
 from ..core.data import IMAGE_SHAPES, KNOWN_DATASETS, USER_SUFFIXES
 from ..core.layers import ACTIVATIONS
 from ..core.model import check_dropout
-from ..core.pretrain_config import PretrainConfig, check_image_shape, conv_specs
+from ..core.pretrain_config import PretrainConfig, check_image_shape
 from ..core.train import TrainConfig
 
 TASKS = ("classification", "reconstruction")
@@ -110,11 +110,10 @@ class ModelConfig:
             shape = check_image_shape(image_shape, n_features)
         except ValueError as err:
             raise ConfigError(f"model.conv: {source}: {err}") from None
-        for k, spec in enumerate(conv_specs(self.conv)):
-            try:
-                shape = spec.check(shape, f"model.conv[{k}]")
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
+        try:
+            map_shapes(self.conv, shape, "model.conv")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 PerLayerFloat = float | tuple[float, ...]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.conv import image_shape3
+from ..core.conv import map_shapes
 from ..core.data import IMAGE_SHAPES, Dataset, load_dataset
 from ..core.files import atomic_write
 from ..core.pretrain_config import conv_specs
@@ -97,11 +97,11 @@ def auto_threads(cfg: PipelineConfig) -> int:
 
 def conv_macs(conv, image_shape) -> list[int]:
     """Multiply-adds per example of each conv layer on images of `image_shape`."""
-    shape, macs = image_shape3(image_shape), []
-    for spec in conv_specs(conv):
+    specs = conv_specs(conv)
+    macs = []
+    for spec, shape in zip(specs, map_shapes(specs, image_shape), strict=False):
         c, h, w = spec.conv_shape(shape)
         macs.append(c * shape[0] * spec.kernel ** 2 * h * w)
-        shape = spec.out_shape(shape)
     return macs
 
 

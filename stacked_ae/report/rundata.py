@@ -115,12 +115,9 @@ class RunData:
         widths = [str(n_in) if n_in else "?"]
         conv = model.get("conv") or []
         if conv:
-            from ..core.conv import ConvSpec, image_shape3
+            from ..core.conv import map_shapes
             try:
-                shape = image_shape3(self.image_shape)
-                for spec in conv:
-                    shape = ConvSpec.from_dict(spec).out_shape(shape)
-                    widths.append(f"{shape[0]}@{shape[1]}x{shape[2]}")
+                widths += [f"{c}@{h}x{w}" for c, h, w in map_shapes(conv, self.image_shape)[1:]]
             except (ValueError, TypeError):
                 widths += ["conv"] * len(conv)
         return widths + [str(n) for n in self.sizes]

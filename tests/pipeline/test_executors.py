@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from stacked_ae.cli import main
-from stacked_ae.pipeline.config import from_dict
+from stacked_ae.pipeline.config import dumps_toml, from_dict
 from stacked_ae.pipeline.executors import ExecutorError, worker_threads
 from stacked_ae.pipeline.runner import run_pipeline
 
@@ -172,30 +172,20 @@ def _start_and_wait(cmd, ready, timeout: float = 120) -> subprocess.Popen:
     return proc
 
 
-SLOW_TOML = """name = "slow"
-seeds = [0, 1]
-[data]
-dataset = "digits"
-budgets = [5, "all"]
-[model]
-sizes = [24, 12]
-[pretrain]
-epochs = 2
-batch_size = 64
-noise = 0.2
-[finetune]
-epochs = 12
-lr = [0.01, 0.03]
-batch_size = 64
-patience = "none"
-"""
+# TINY with no early stopping and longer fine-tuning: slow enough to be interrupted between its stages
+SLOW = {**TINY, "name": "slow", "finetune": {**TINY["finetune"], "epochs": 12, "patience": "none"}}
+
+
+def write_slow(tmp_path):
+    pipeline = tmp_path / "slow.toml"
+    pipeline.write_text(dumps_toml(from_dict(SLOW)))
+    return pipeline
 
 
 def test_a_killed_ray_driver_resumes_to_the_same_results(cluster, tmp_path):
     """SIGKILL the driver (`sae run --executor ray`) once some stages are written: a rerun keeps them and ends
     with the numbers of an uninterrupted local run."""
-    pipeline = tmp_path / "slow.toml"
-    pipeline.write_text(SLOW_TOML)
+    pipeline = write_slow(tmp_path)
     out = tmp_path / "run"
     proc = _start_and_wait(_driver(pipeline, out, cluster.address),
                            lambda: len(list(out.glob("stages/arm_*.json"))) >= 2)
@@ -205,13 +195,12 @@ def test_a_killed_ray_driver_resumes_to_the_same_results(cluster, tmp_path):
     assert kept and not (out / "results.csv").exists()
     assert main(_driver(pipeline, out, cluster.address)[3:]) == 0
     assert {n: (out / "stages" / n).stat().st_mtime_ns for n in kept} == kept, "finished stages were redone"
-    run(from_toml(SLOW_TOML), tmp_path / "local")
+    run(SLOW, tmp_path / "local")
     pd.testing.assert_frame_equal(results(out), results(tmp_path / "local"))
 
 
 def test_ctrl_c_under_ray_exits_130_with_the_resume_hint(cluster, tmp_path):
-    pipeline = tmp_path / "slow.toml"
-    pipeline.write_text(SLOW_TOML)
+    pipeline = write_slow(tmp_path)
     out = tmp_path / "run"
     proc = _start_and_wait(_driver(pipeline, out, cluster.address), lambda: any(out.glob("stages/*.json")))
     proc.send_signal(signal.SIGINT)
@@ -220,7 +209,3 @@ def test_ctrl_c_under_ray_exits_130_with_the_resume_hint(cluster, tmp_path):
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr, stderr
     assert not list(out.rglob(".*.tmp*")) and not (out / "results.csv").exists()
 
-
-def from_toml(text: str) -> dict:
-    import tomllib
-    return tomllib.loads(text)
