@@ -7,6 +7,10 @@ against alone with every core. Both calibrations are measured before the Ray run
 
     python benchmarks/bench_executor.py                         # quickstart on digits
     python benchmarks/bench_executor.py --mnist ../shared/data  # a cut-down mnist-sdae (a few minutes a run)
+
+One run of each is not enough on a shared machine: a neighbour's load moved one local quickstart run from
+219 s to 266 s. The runs therefore come in rounds, the order rotating, and every Ray run is predicted from
+the local run of its own round.
 """
 from __future__ import annotations
 
@@ -90,35 +94,59 @@ def predict(seconds: dict, depends: dict, workers: int, slowdown: float, startup
     return startup + makespan({k: v * slowdown for k, v in seconds.items()}, depends, workers)
 
 
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist", metavar="DATA_ROOT", help="run the cut-down mnist-sdae from this data root")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="rounds of local, ray --workers 1 and ray --workers 2, in a rotating order; each Ray "
+                             "run is predicted from the same round's local run, and the table shows medians")
     args = parser.parse_args(argv)
     if args.mnist:
         pipeline, extra, budget = "pipelines/mnist-sdae.toml", ["--data-root", args.mnist, *MNIST_CUT], '"all"'
     else:
         pipeline, extra, budget = "pipelines/quickstart.toml", [], '"all"'
-    rows = []
+    # calibrated on this machine before the runs, from one stage and an empty Ray start: never fitted to them
+    slowdown = {1: 1.0, 2: concurrency_slowdown(pipeline, one_stage(pipeline, extra, budget), 2)}
+    startup = {w: ray_startup(w) for w in (1, 2)}
+    names = ["local", "ray1", "ray2"]
+    walls = {n: [] for n in names}
+    plain = {n: [] for n in names}
+    model = {n: [] for n in names}
+    loads = []
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "local"
-        base = timed_run(pipeline, local, extra)
-        seconds, depends = read_stages(local)
-        rows.append(("local", base, makespan(seconds, depends, 1), makespan(seconds, depends, 1)))
-        for workers in (1, 2):
-            # calibrated on this machine before the run, from one stage and an empty Ray start: not fitted to it
-            slowdown = 1.0 if workers == 1 else concurrency_slowdown(pipeline, one_stage(pipeline, extra, budget),
-                                                                     workers)
-            startup = ray_startup(workers)
-            wall = timed_run(pipeline, Path(tmp) / f"ray{workers}", [*extra, "--executor", "ray",
-                                                                     "--workers", str(workers)])
-            rows.append((f"ray --workers {workers} (start-up {startup:.1f} s, stage slowdown {slowdown:.2f}x)", wall,
-                         makespan(seconds, depends, workers), predict(seconds, depends, workers, slowdown, startup)))
-    print(f"{pipeline}{' (cut down)' if args.mnist else ''}, {os.cpu_count()} cores")
+        for r in range(args.repeats):
+            order = names[r % 3:] + names[:r % 3]
+            round_walls = {}
+            for name in order:
+                loads.append(load_average())
+                ray = [] if name == "local" else ["--executor", "ray", "--workers", name[-1]]
+                round_walls[name] = timed_run(pipeline, Path(tmp) / f"{name}{r}", [*extra, *ray])
+            seconds, depends = read_stages(Path(tmp) / f"local{r}")
+            for name in names:
+                workers = 1 if name == "local" else int(name[-1])
+                walls[name].append(round_walls[name])
+                plain[name].append(makespan(seconds, depends, workers))
+                model[name].append(plain[name][-1] if name == "local"
+                                   else predict(seconds, depends, workers, slowdown[workers], startup[workers]))
+            print(f"round {r + 1}: " + ", ".join(f"{n} {round_walls[n]:.1f} s" for n in order), file=sys.stderr)
+    med = statistics.median
+    base = med(walls["local"])
+    print(f"{pipeline}{' (cut down)' if args.mnist else ''}, {os.cpu_count()} cores, {args.repeats} rounds, "
+          f"1-minute load average before each run {min(loads):.1f}-{max(loads):.1f}; medians over the rounds")
     print("| executor | wall time (s) | vs local | schedule of the local stage times (s) | calibrated model (s) "
-          "| model error |")
+          "| model error (median of the rounds) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, wall, plain, model in rows:
-        print(f"| {name} | {wall:.1f} | {wall / base:.2f}x | {plain:.1f} | {model:.1f} | {model / wall - 1:+.0%} |")
+    for name in names:
+        label = ("local" if name == "local" else
+                 f"ray --workers {name[-1]} (start-up {startup[int(name[-1])]:.1f} s, "
+                 f"stage slowdown {slowdown[int(name[-1])]:.2f}x)")
+        errors = [m / w - 1 for m, w in zip(model[name], walls[name], strict=True)]
+        print(f"| {label} | {med(walls[name]):.1f} | {med(walls[name]) / base:.2f}x | {med(plain[name]):.1f} "
+              f"| {med(model[name]):.1f} | {med(errors):+.0%} (rounds: {', '.join(f'{e:+.0%}' for e in errors)}) |")
 
 
 if __name__ == "__main__":
