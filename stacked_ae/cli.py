@@ -10,9 +10,12 @@ Bad input ends with a one-line error and exit status 2 (`--debug` shows the trac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .core.version import __version__
@@ -105,18 +108,42 @@ def cmd_run(args) -> int:
     bars = not args.quiet and sys.stderr.isatty()    # a log file gets plain lines, not redrawn bars
     if not args.quiet and not bars:
         _log_stages()
+    received: list[int] = []
     try:
-        results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
-                               progress=bars, threads=_threads(args.threads))
+        with _terminate_like_ctrl_c(received):
+            results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
+                                   progress=bars, threads=_threads(args.threads))
     except KeyboardInterrupt:
         again = "the same command without --force" if args.force else "the same command"   # --force would discard them
-        print(f"\ninterrupted: finished stages are kept in {out}; run {again} again to resume", file=sys.stderr)
-        return 130
+        how = "terminated" if received else "interrupted"
+        print(f"\n{how}: finished stages are kept in {out}; run {again} again to resume", file=sys.stderr)
+        return 128 + int(signal.SIGTERM) if received else 130
     report_path = None
     if not args.no_report:
         report_path = _render(out)
     print(summarize(cfg, results, out, report_path))
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c(received: list):
+    """Let SIGTERM stop a run the way Ctrl-C does: the stage in progress is abandoned, finished stages are
+    kept, Ray is shut down, and the exit status is 143. (A shell starts background jobs with SIGINT ignored,
+    so `kill -TERM` is how one stops `nohup sae run ... &`.) The signal is noted in `received`: the
+    KeyboardInterrupt raised here can reach the caller as a new one (Ray's blocking calls re-raise it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield           # signal handlers belong to the main thread; elsewhere SIGTERM keeps its default
+        return
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _log_stages() -> None:

@@ -10,10 +10,13 @@ executor never changes a number.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -127,14 +130,31 @@ def start_ray(ray, workers: int, address: str) -> bool:
     if ray.is_initialized():
         return False
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=workers, **kwargs)
-    except ConnectionError as err:
-        raise ExecutorError(f"--address {address}: no Ray cluster answered ({err})") from None
+    with _keep_sigterm_handler():
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=workers, **kwargs)
+        except ConnectionError as err:
+            raise ExecutorError(f"--address {address}: no Ray cluster answered ({err})") from None
     return True
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler():
+    """ray.init installs a SIGTERM handler in the driver that exits at once (status 1). Put back a Python handler
+    that was there before (`sae run` installs one), so that SIGTERM stops a Ray run like Ctrl-C: Ray shut down,
+    status 143, the resume hint. The default disposition is left to Ray's handler, which shuts Ray down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(handler):
+            signal.signal(signal.SIGTERM, handler)
 
 
 def worker_threads(workers: int, address: str) -> int:

@@ -47,8 +47,9 @@ def comparable(path: Path) -> pd.DataFrame:
     return pd.read_csv(path).drop(columns=["wall_seconds"])
 
 
-def interrupt_when(cmd: list[str], ready, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Start `cmd`, send SIGINT (Ctrl-C) as soon as `ready()` holds, and return the finished process."""
+def interrupt_when(cmd: list[str], ready, timeout: float = 120,
+                   sig: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Start `cmd`, send `sig` (default SIGINT, Ctrl-C) as soon as `ready()` holds, and return the finished process."""
     # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across exec:
     # Python would then never raise KeyboardInterrupt. Give the child the default disposition, as a
     # terminal's foreground job has.
@@ -58,14 +59,14 @@ def interrupt_when(cmd: list[str], ready, timeout: float = 120) -> subprocess.Co
     while time.monotonic() < deadline and proc.poll() is None and not ready():
         time.sleep(0.01)
     assert proc.poll() is None, f"the run ended before it could be interrupted:\n{proc.stderr.read()}"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
-def assert_clean_stop(result: subprocess.CompletedProcess, run_dir: Path) -> dict[str, int]:
-    """Exit 130 with a resume hint, no traceback, every stage file whole JSON, no temp file left; returns mtimes."""
-    assert result.returncode == 130, (result.returncode, result.stderr)
+def assert_clean_stop(result: subprocess.CompletedProcess, run_dir: Path, code: int = 130) -> dict[str, int]:
+    """Exit `code` with a resume hint, no traceback, every stage file whole JSON, no temp file left; returns mtimes."""
+    assert result.returncode == code, (result.returncode, result.stderr)
     assert "run the same command again to resume" in result.stderr and "Traceback" not in result.stderr, \
         result.stderr
     stages = sorted((run_dir / "stages").glob("*.json")) if (run_dir / "stages").is_dir() else []
@@ -95,6 +96,39 @@ def test_ctrl_c_keeps_finished_stages_and_resumes_to_the_same_results(tmp_path):
     reference = tmp_path / "uninterrupted"
     run_pipeline(from_dict(tomllib.loads(TINY_TOML)), reference, device="cpu", progress=False)
     pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(reference / "results.csv"))
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_with_exit_143(tmp_path):
+    """`kill PID` (SIGTERM: how one stops `nohup sae run ... &`, whose SIGINT the shell ignores, and what batch
+    schedulers send) once an arm has finished: exit 143, "terminated" and the resume hint, finished stages kept
+    and not redone by the rerun."""
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(TINY_TOML)
+    run_dir = tmp_path / "terminated"
+    cmd = [sys.executable, "-m", "stacked_ae", "run", str(pipeline), "--out", str(run_dir), "--quiet", "--no-report",
+           "--device", "cpu"]
+    stopped = interrupt_when(cmd, lambda: any(run_dir.glob("stages/arm_*.json")), sig=signal.SIGTERM)
+    kept = assert_clean_stop(stopped, run_dir, code=143)
+    assert stopped.stderr.strip().startswith("terminated: finished stages are kept in"), stopped.stderr
+    assert any(name.startswith("arm_") for name in kept) and len(kept) < 1 + 3, kept
+    assert main(cmd[3:]) == 0
+    stages = run_dir / "stages"
+    assert {name: (stages / name).stat().st_mtime_ns for name in kept} == kept, "finished stages were redone"
+    assert len(pd.read_csv(run_dir / "results.csv")) == 3
+
+
+def test_sigterm_keeps_its_previous_handler_after_a_run(tmp_path):
+    """The SIGTERM handler is the run's only: after `sae run` returns, the caller's handler is back."""
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(TINY_TOML.replace('"pretrained", "random", "frozen"', '"random"'))
+    mine = lambda signum, frame: None   # noqa: E731
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["run", str(pipeline), "--out", str(tmp_path / "run"), "--quiet", "--no-report",
+                     "--device", "cpu"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_ctrl_c_during_pretraining_abandons_it_cleanly(tmp_path, monkeypatch, capsys):
