@@ -8,10 +8,12 @@ scikit-learn arms (`logreg`, `pca-logreg`, `pca`) are the classical baselines.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +34,8 @@ from ..core.train import (
 from .config import PipelineConfig
 from .rundir import RunDir, fingerprint, npy_bytes
 
+log = logging.getLogger(__name__)
+
 NEEDS_PRETRAINING = ("pretrained", "frozen")
 SKLEARN_ARMS = ("logreg", "pca-logreg", "pca")
 
@@ -49,20 +53,38 @@ class RunContext:
     counts: Counter = field(default_factory=Counter)   # stages computed and reused, for the end-of-run summary
 
 
+@dataclass
+class GridPoints:
+    """The learning rates of one stage that finished before the stage did, kept in the run folder: a stage
+    stopped in its third learning rate (Ctrl-C, kill, the end of a batch job's time) resumes there.
+    `stamp(lr)` is the fingerprint of one learning rate: the stage's, with the grid replaced by that value,
+    so widening the grid of an unfinished stage keeps the values it already trained."""
+    run: RunDir
+    key: str
+    stamp: Callable[[float], str]
+
+    def load(self, lr: float) -> tuple[dict, dict | None] | None:
+        return self.run.load_point(self.key, lr, self.stamp(lr))
+
+    def save(self, lr: float, record: dict, state: dict | None) -> None:
+        self.run.save_point(self.key, lr, record, state, self.stamp(lr))
+
+
 def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor,
-              val_subset: torch.Tensor) -> tuple[dict, list[dict]]:
+              val_subset: torch.Tensor, points: GridPoints | None = None) -> tuple[dict, list[dict]]:
     """Train and test one arm; returns (metrics for results.csv, per-epoch history rows).
 
     `subset` indexes the labeled training examples, `val_subset` the validation examples that model
-    selection may use (classification; reconstruction selects on the whole validation split)."""
+    selection may use (classification; reconstruction selects on the whole validation split). `points`
+    keeps each finished learning rate of the network arms, and gives back those kept by an interrupted run."""
     if ctx.cfg.task == "reconstruction":
         if arm == "pca":
             return pca_reconstruction(ctx), []
-        return finetune_autoencoder(ctx, seed, budget, arm)
+        return finetune_autoencoder(ctx, seed, budget, arm, points)
     if arm in SKLEARN_ARMS:
         (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset, val_subset), []
     else:
-        metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset, val_subset)
+        metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset, val_subset, points)
     ctx.run.write(ctx.run.predictions_path(seed, budget, arm), npy_bytes(predictions))
     return metrics, history
 
@@ -116,10 +138,11 @@ def pretrain_fingerprint(cfg: PipelineConfig, seed: int, data_id: str) -> str:
                         "pretrain": settings["pretrain"], "seed": seed})
 
 
-def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> str:
+def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None) -> str:
     """What an arm depends on, and nothing more: a [pretrain] edit leaves the baselines and a [finetune]
     edit leaves pretraining alone. The random arm starts from pretraining's initial weights, so it
-    depends on the [pretrain] settings that shape them (INIT_FIELDS) but not on how pretraining trains."""
+    depends on the [pretrain] settings that shape them (INIT_FIELDS) but not on how pretraining trains.
+    With `lr`: what one learning rate of a network arm's grid depends on (the grid replaced by it)."""
     settings = cfg.to_dict()
     depends = {"protocol": PROTOCOL, "data": data_id, "task": cfg.task, "seed": seed, "budget": budget, "arm": arm}
     if cfg.task == "classification":
@@ -132,7 +155,8 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
         if arm != "pca":
             depends["C_grid"] = C_GRID
         return fingerprint(depends)
-    depends.update(model=settings["model"], finetune=settings["finetune"], pretrain=settings["pretrain"])
+    finetune = settings["finetune"] if lr is None else {**settings["finetune"], "lr": [lr], "point": True}
+    depends.update(model=settings["model"], finetune=finetune, pretrain=settings["pretrain"])
     if arm not in NEEDS_PRETRAINING:
         depends["pretrain"] = {k: settings["pretrain"][k] for k in INIT_FIELDS}
     return fingerprint(depends)
@@ -192,18 +216,37 @@ def starting_stack(ctx: RunContext, seed: int, arm: str) -> StackedEncoder:
 
 # ---------------------------------------------------------------- neural arms
 
-def _grid(ctx: RunContext, arm: str, fit_one) -> tuple[object, dict, list[dict]]:
+def _grid(ctx: RunContext, arm: str, fit_one, build,
+          points: GridPoints | None = None) -> tuple[object, dict, list[dict]]:
     """Fit once per grid value; keep the model with the best validation key (ties: first value).
 
-    `fit_one(lr) -> (model, history, val_metrics, key)`. Grid values that diverge are skipped;
-    if all diverge, the arm fails with every message."""
+    `fit_one(lr) -> (model, history, val_metrics, key)`; `build(lr)` makes the untrained model that a kept
+    point's weights are loaded into. Grid values that diverge are skipped; if all diverge, the arm fails with
+    every message. With `points`, each finished value is kept, and values kept earlier are not trained again
+    (training is deterministic for a seed, so the result is that of an uninterrupted stage)."""
     best, errors, history = None, [], []
     for lr in ctx.cfg.finetune.lr:
-        try:
-            model, rows, val, key = fit_one(lr)
-        except TrainingDiverged as err:
-            errors.append(str(err))
-            continue
+        kept = points.load(lr) if points is not None else None
+        if kept is not None:
+            record, state = kept
+            log.info("%s: lr=%g kept from an interrupted run, not trained again", points.key, lr)
+            if "diverged" in record:
+                errors.append(record["diverged"])
+                continue
+            model = build(lr)
+            model.load_state_dict(state)
+            model.to(ctx.device)
+            rows, val, key = record["rows"], record["val"], tuple(record["key"])
+        else:
+            try:
+                model, rows, val, key = fit_one(lr)
+            except TrainingDiverged as err:
+                errors.append(str(err))
+                if points is not None:
+                    points.save(lr, {"diverged": str(err)}, None)
+                continue
+            if points is not None:
+                points.save(lr, {"rows": rows, "val": val, "key": list(key)}, model.state_dict())
         history.append((lr, rows))
         if best is None or key < best[3]:
             best = (model, lr, val, key)
@@ -231,7 +274,8 @@ def _fit_summary(rows: list[dict]) -> dict:
     return {"epochs_trained": len(rows), "best_epoch": best[0] if best else len(rows)}
 
 
-def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor, val_subset: torch.Tensor):
+def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor, val_subset: torch.Tensor,
+                        points: GridPoints | None = None):
     """pretrained / random: fine-tune the whole network (with [finetune] dropout); frozen: train the head
     only, on codes computed once (a linear probe: no dropout). Early stopping and the learning rate are
     chosen on the validation examples of `val_subset` only."""
@@ -246,8 +290,11 @@ def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
 
     drop = {} if arm == "frozen" else {"dropout": f.dropout, "input_dropout": f.input_dropout}
 
+    def build(lr):
+        return starting_stack(ctx, seed, arm).classifier(d.n_classes, seed=seed, freeze=arm == "frozen", **drop)
+
     def fit_one(lr):
-        model = starting_stack(ctx, seed, arm).classifier(d.n_classes, seed=seed, freeze=arm == "frozen", **drop)
+        model = build(lr)
         train_cfg = ctx.cfg.finetune.train_config(lr)
         if frozen_codes is None:
             rows = fit_classifier(model, X, y, train_cfg, X_val=X_val, y_val=y_val, seed=seed,
@@ -259,7 +306,7 @@ def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
         summary = {"val_error": val["error"], "val_loss": val["loss"], **_fit_summary(rows)}
         return model, rows, summary, (val["error"], val["loss"])
 
-    model, metrics, history = _grid(ctx, arm, fit_one)
+    model, metrics, history = _grid(ctx, arm, fit_one, build, points)
     logits = predict_logits(model, d.X_test)              # the one read of the test split
     test_loss = torch.nn.functional.cross_entropy(logits, d.y_test).item()
     predictions = logits.argmax(1).cpu().numpy().astype(np.int64)
@@ -267,7 +314,8 @@ def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
     return metrics, predictions, history
 
 
-def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str) -> tuple[dict, list[dict]]:
+def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str,
+                         points: GridPoints | None = None) -> tuple[dict, list[dict]]:
     """Unroll the stack into a deep autoencoder and fine-tune it on all training images."""
     d = ctx.data
 
@@ -280,7 +328,7 @@ def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str) -> tuple[
         summary = {"val_loss": val["loss"], **_fit_summary(rows)}
         return stack, rows, summary, (val["loss"],)
 
-    stack, metrics, history = _grid(ctx, arm, fit_one)
+    stack, metrics, history = _grid(ctx, arm, fit_one, lambda lr: starting_stack(ctx, seed, arm), points)
     test = evaluate_reconstruction(stack.unroll(), d.X_test)   # the one read of the test split
     ctx.run.write(ctx.run.model_path(seed, budget, arm), stack.to_bytes())
     metrics.update(test_loss=test["loss"], test_sse=test["sse"],

@@ -81,6 +81,17 @@ class MemoryRunDir(RunDir):
         record = json.loads(blob) if blob is not None else None
         return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
 
+    # A worker may run on another machine than the driver's run folder: under Ray the stage, not the
+    # learning rate, is the unit that an interrupted run resumes from.
+    def save_point(self, key, lr, record, state, fingerprint) -> None:
+        pass
+
+    def load_point(self, key, lr, fingerprint):
+        return None
+
+    def clear_points(self, key) -> None:
+        pass
+
 
 def stage_task(cfg_dict: dict, data, stage: tuple, pretrained: dict | None, threads: int, device: str,
                provenance: dict, data_id: str) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..core.files import atomic_write
 
@@ -112,6 +113,43 @@ class RunDir:
 
     def save_stage(self, key: str, record: dict, fingerprint: str) -> None:
         self.write(self.stage_path(key), json_bytes({**record, **self.provenance, "fingerprint": fingerprint}))
+
+    # ------------------------------------------------------------ grid points of a stage in progress
+
+    def point_path(self, key: str, lr: float) -> Path:
+        return self.root / "partial" / key / f"lr{lr:.6g}.pt"
+
+    def save_point(self, key: str, lr: float, record: dict, state: dict | None, fingerprint: str) -> None:
+        """Keep one finished learning rate of stage `key` (its JSON-able `record` and the model's `state`), so
+        that a stage stopped before its last learning rate resumes after the finished ones."""
+        buffer = io.BytesIO()
+        torch.save({"record": json.dumps(record), "fingerprint": fingerprint,
+                    "state": None if state is None else {k: v.detach().cpu() for k, v in state.items()}}, buffer)
+        atomic_write(self.point_path(key, lr), buffer.getvalue())
+
+    def load_point(self, key: str, lr: float, fingerprint: str) -> tuple[dict, dict | None] | None:
+        """(record, state) of a finished learning rate kept by `save_point` under the same `fingerprint`,
+        or None (never kept, kept under other settings, or unreadable: the learning rate is trained again)."""
+        path = self.point_path(key, lr)
+        if not path.is_file():
+            return None
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("fingerprint") != fingerprint:
+                return None
+            return json.loads(saved["record"]), saved["state"]
+        except Exception:   # damaged (a disk error, an edit by hand): train it again rather than fail the run
+            return None
+
+    def clear_points(self, key: str) -> None:
+        """Drop the kept learning rates of a stage once its record is written."""
+        folder = self.root / "partial" / key
+        if folder.is_dir():
+            for path in folder.iterdir():
+                path.unlink(missing_ok=True)
+            folder.rmdir()
+            if not any((self.root / "partial").iterdir()):
+                (self.root / "partial").rmdir()
 
     def stage_records(self, prefix: str) -> list[dict]:
         folder = self.root / "stages"

@@ -35,7 +35,7 @@ from .rundir import RunDir, dataset_fingerprint, write_json, write_tables
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("stages", "encoders", "models", "predictions", "figures", "results.csv", "history.csv",
+RUN_FILES = ("stages", "partial", "encoders", "models", "predictions", "figures", "results.csv", "history.csv",
              "pretrain.csv", "samples.npz", "manifest.json", "config.json", "report.md", "report.html")
 
 

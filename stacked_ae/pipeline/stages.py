@@ -13,7 +13,7 @@ import torch
 from ..core.data import labeled_subset
 from ..core.seeds import derive_seed
 from ..core.train import TrainingDiverged
-from .arms import NEEDS_PRETRAINING, RunContext, arm_fingerprint, pretrain_stage, train_arm
+from .arms import NEEDS_PRETRAINING, GridPoints, RunContext, arm_fingerprint, pretrain_stage, train_arm
 from .config import PipelineConfig
 from .rundir import budget_label, subset_hash
 
@@ -40,7 +40,8 @@ def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
         if arm in NEEDS_PRETRAINING:
             pretrain_stage(ctx, seed)          # a stage of its own, timed apart from the arm
             start = time.perf_counter()
-        metrics, history = train_arm(ctx, seed, budget, arm, subset, val_subset)
+        points = GridPoints(ctx.run, key, lambda lr: arm_fingerprint(ctx.cfg, seed, budget, arm, ctx.data_id, lr))
+        metrics, history = train_arm(ctx, seed, budget, arm, subset, val_subset, points)
         row.update(metrics)
     except TrainingDiverged as err:
         row.update(status="failed", message=str(err))
@@ -49,6 +50,7 @@ def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     for row_h in history:
         row_h.update(seed=seed, budget=budget_label(budget), arm=arm)
     ctx.run.save_stage(key, {"result": row, "history": history}, stamp)
+    ctx.run.clear_points(key)       # the stage record holds everything its kept learning rates did
     log.info("seed %s, budget %s, %s: %s in %.1f s", seed, budget_label(budget), arm, row["status"],
              row["wall_seconds"])
     return row

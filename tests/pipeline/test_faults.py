@@ -270,3 +270,102 @@ def test_failed_stages_are_cached_and_not_retried(tmp_path):
     again = run_pipeline(cfg, tmp_path / "run", device="cpu", progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in stages} == before
     assert list(again["status"]) == list(first["status"]) == ["failed", "failed"], again[["arm", "status"]]
+
+
+# ---------------------------------------------------------------- learning rates of a stage in progress
+
+GRID = {
+    "name": "grid",
+    "seeds": [0],
+    "arms": ["pretrained", "random"],
+    "data": {"dataset": "digits", "budgets": ["all"]},
+    "model": {"sizes": [24, 12]},
+    "pretrain": {"epochs": 1, "batch_size": 64},
+    "finetune": {"epochs": 3, "lr": [0.003, 0.03, 0.3], "batch_size": 64, "patience": 3},
+}
+
+
+def stop_at(monkeypatch, module, name: str, stops: set[str]) -> list[str]:
+    """Wrap `module.name` (a fit function): record each call's stage, and raise KeyboardInterrupt on a stage in
+    `stops` (emptied after, so a later run trains it)."""
+    real, calls = getattr(module, name), []
+
+    def fit(*args, **kwargs):
+        calls.append(kwargs["stage"])
+        if kwargs["stage"] in stops:
+            stops.discard(kwargs["stage"])
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, fit)
+    return calls
+
+
+@pytest.mark.parametrize("task", ["classification", "reconstruction"])
+def test_a_stage_stopped_between_learning_rates_resumes_after_the_finished_ones(tmp_path, monkeypatch, task):
+    """Ctrl-C while the third learning rate of the random arm trains: the two finished ones are kept (partial/),
+    the rerun trains only the third, removes partial/, and gives the results and the history of an
+    uninterrupted run, selected model included (its test metrics are those of the kept weights)."""
+    from stacked_ae.pipeline import arms
+    settings = dict(GRID, task=task, arms=["pretrained", "random"] + (["pca"] if task == "reconstruction" else []))
+    if task == "reconstruction":
+        settings["data"] = {"dataset": "digits"}
+    cfg = from_dict(settings)
+    calls = stop_at(monkeypatch, arms, "fit_classifier" if task == "classification" else "fit_autoencoder",
+                    stops := {"random lr=0.3"})
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    kept = sorted(p.name for p in (run_dir / "partial" / "arm_seed0_budgetall_random").iterdir())
+    assert kept == ["lr0.003.pt", "lr0.03.pt"] and not stops, kept
+    assert not (run_dir / "stages" / "arm_seed0_budgetall_random.json").exists()
+
+    calls.clear()
+    run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    assert calls == ["random lr=0.3"], calls
+    assert not (run_dir / "partial").exists()
+
+    reference = tmp_path / "uninterrupted"
+    run_pipeline(cfg, reference, device="cpu", progress=False)
+    pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(reference / "results.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "history.csv"), pd.read_csv(reference / "history.csv"))
+
+
+def test_kept_learning_rates_follow_the_settings_they_were_trained_under(tmp_path, monkeypatch):
+    """A kept learning rate is reused only under the settings it was trained with: after an edit of
+    [finetune] epochs every value trains again; after an edit that only widens the grid, the kept values are
+    reused and only the new ones train."""
+    from stacked_ae.pipeline import arms
+    calls = stop_at(monkeypatch, arms, "fit_classifier", stops := {"random lr=0.3"})
+    settings = dict(GRID, arms=["random"])
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
+
+    widened = dict(settings, finetune=dict(GRID["finetune"], lr=[0.001, 0.003, 0.03, 0.3]))
+    stops.add("random lr=0.3")
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(from_dict(widened), tmp_path / "run", device="cpu", progress=False)
+    assert calls == ["random lr=0.001", "random lr=0.3"], calls
+
+    longer = dict(widened, finetune=dict(widened["finetune"], epochs=4))
+    calls.clear()
+    run_pipeline(from_dict(longer), tmp_path / "run", device="cpu", progress=False)
+    assert calls == [f"random lr={lr:g}" for lr in (0.001, 0.003, 0.03, 0.3)], calls
+
+
+def test_a_diverged_learning_rate_is_kept_as_diverged(tmp_path, monkeypatch):
+    """A learning rate that diverged is kept as such: the resumed stage does not train it again and still
+    names its failure when every value failed."""
+    from stacked_ae.pipeline import arms
+    settings = dict(DIVERGING, seeds=[0], arms=["random"],
+                    finetune=dict(DIVERGING["finetune"], lr=[1e6, 1e7], optimizer="sgd"),
+                    model=dict(DIVERGING["model"], activation="linear"))
+    calls = stop_at(monkeypatch, arms, "fit_classifier", {"random lr=1e+07"})
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
+    calls.clear()
+    results = run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
+    assert calls == ["random lr=1e+07"], calls
+    message = results.loc[0, "message"]
+    assert "random lr=1e+06: training loss became" in message and "random lr=1e+07" in message, message
