@@ -72,6 +72,10 @@ def summary_blocks(run: RunData) -> list[Block]:
     if optimistic(run):
         notes.append(Para("Model selection used the whole validation split at every budget: low-budget results "
                           "are optimistic."))
+    flagged = [f"{arm} at budget {b}" for b, arm, *_, flag in tuning_rows(run) if flag.startswith("may be")]
+    if flagged:
+        notes.append(Para("Possibly under-tuned (a selection on an edge of what was tried; see **Tuning**): "
+                          + ", ".join(flagged) + "."))
     return [Heading(2, "Summary"), Para(f"{_metric_words(run)}, mean over {_n_seeds(run)}."),
             Bullets(tuple(lines)), *notes]
 
@@ -113,7 +117,8 @@ def _counts(values) -> str:
     return ", ".join(f"{v:g} ×{n}" for v, n in sorted(counts.items()))
 
 
-def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int | None) -> tuple[str, ...] | None:
+def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int | None,
+               patience: int | None = None) -> tuple[str, ...] | None:
     rows = run.ok()
     rows = rows[(rows["budget"] == budget) & (rows["arm"] == arm)]
     if rows.empty:
@@ -140,6 +145,12 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
         on_cap = sum(1 for e in best if cap and e >= cap)
         if on_cap:
             warnings.append(f"{on_cap} of {len(best)} best epochs on the cap: allow more epochs")
+        # A best epoch less than `patience` epochs before the cap: the cap ended training before early
+        # stopping could confirm the best, so the validation loss may still have been falling.
+        near = sum(1 for e in best if cap and patience and cap - patience < e < cap)
+        if near:
+            warnings.append(f"{near} of {len(best)} best epochs within the patience ({patience}) of the cap: "
+                            f"the cap, not early stopping, ended training; allow more epochs")
     flag = "may be under-tuned: " + "; ".join(warnings) if warnings else "inside the grid and before the cap"
     if not best and not warnings and column != "lr" and not (column == "C" and chosen and "on_grid_edge" in rows):
         flag = DASH   # nothing to check: no epochs, and no record of where C sits in its grid
@@ -148,20 +159,33 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
     return (budget, arm, selected, epochs, flag)
 
 
-def tuning_blocks(run: RunData) -> list[Block]:
+def _tuning_settings(run: RunData) -> tuple[list[float], int | None, int | None]:
+    """The fine-tuning learning-rate grid, epoch cap and early-stopping patience of the run's config."""
     f = _finetune(run)
     grid = [float(v) for v in f.get("lr", [])] if isinstance(f.get("lr"), list) else []
     cap = f.get("epochs") if isinstance(f.get("epochs"), int) else None
-    rows = [row for b in run.budgets for arm in run.arms if (row := tuning_row(run, b, arm, grid, cap))]
+    patience = f.get("patience") if isinstance(f.get("patience"), int) else None
+    return grid, cap, patience
+
+
+def tuning_rows(run: RunData) -> list[tuple[str, ...]]:
+    grid, cap, patience = _tuning_settings(run)
+    return [row for b in run.budgets for arm in run.arms
+            if (row := tuning_row(run, b, arm, grid, cap, patience))]
+
+
+def tuning_blocks(run: RunData) -> list[Block]:
+    grid, cap, patience = _tuning_settings(run)
+    rows = tuning_rows(run)
     if not rows:
         return []
     return [Heading(2, "Tuning"),
             Para(f"What each arm selected on validation, over seeds: the learning rate (grid "
                  f"{', '.join(f'{v:g}' for v in grid) or DASH}; the count of seeds that chose each value) or the "
                  f"baselines' regularisation C (inf: none), and the best epoch of each seed against the cap of "
-                 f"{cap or DASH} "
-                 f"epochs. A selection on the edge of its grid, or a best epoch on the cap, means the optimum may "
-                 f"lie outside what was tried."),
+                 f"{cap or DASH} epochs{f' (early stopping patience {patience})' if patience else ''}. "
+                 f"A selection on the edge of its grid, or a best epoch on the cap or within the patience "
+                 f"before it, means the optimum may lie outside what was tried."),
             Table(("budget", "arm", "selected", "best epochs (of cap)", "check"), tuple(rows), "lllll")]
 
 

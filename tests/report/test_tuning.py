@@ -57,3 +57,37 @@ def test_runs_without_the_edge_column_say_nothing_about_C(tmp_path):
         return res.drop(columns=[c for c in ("on_grid_edge",) if c in res])
     md = tuned_run(tmp_path, edit)
     assert check(md, "10", "logreg", "C 100 ×3", "—") == ["—"]
+
+
+def test_a_best_epoch_within_the_patience_of_the_cap_is_flagged(tmp_path):
+    """Best at 8 of a 10-epoch cap with patience 3: the cap stopped training before early stopping could
+    confirm the best (the loss may still be falling). Best at 7 (7 + 3 = 10) was confirmed."""
+    run = make_run_dir(tmp_path / "near", seeds=(0, 1, 2), arms=["pretrained", "random"])
+    config = json.loads((run / "config.json").read_text())
+    config["finetune"].update(lr=[0.001, 0.01, 0.1], epochs=10, patience=3)
+    (run / "config.json").write_text(json.dumps(config))
+
+    def edit(res):
+        res["lr"], res["best_epoch"] = 0.01, 7
+        res.loc[(res["arm"] == "random") & (res["seed"] == 0), "best_epoch"] = 8
+        return res
+    rewrite_results(run, edit)
+    md = render_report(run).read_text()
+    assert check(md, "all", "pretrained", "lr 0.01 ×3", "7, 7, 7 of 10") == ["inside the grid and before the cap"]
+    assert check(md, "all", "random", "lr 0.01 ×3", "7, 7, 8 of 10") == [
+        "may be under-tuned: 1 of 3 best epochs within the patience (3) of the cap: the cap, not early "
+        "stopping, ended training; allow more epochs"]
+    assert "early stopping patience 3" in md
+    summary = md.split("## Summary", 1)[1].split("## Results", 1)[0]
+    assert "Possibly under-tuned (a selection on an edge of what was tried; see **Tuning**): random at budget 10, " \
+        "random at budget all." \
+        in summary
+
+
+def test_the_summary_names_no_arm_when_every_selection_is_inside(tmp_path):
+    def edit(res):
+        nn = res["arm"] != "logreg"
+        res.loc[nn, "lr"], res.loc[nn, "best_epoch"] = 0.01, 3
+        res.loc[~nn, "C"], res.loc[~nn, "on_grid_edge"] = 1.0, False
+        return res
+    assert "Possibly under-tuned" not in tuned_run(tmp_path, edit)
