@@ -3,19 +3,27 @@ with the reason it is missing. `make_figures(run, fig_dir)` -> list of `Drawn`.
 
 Autoencoder figures use the fine-tuned deep autoencoder `models/seed{S}_budgetall_pretrained.pt`
 when present (reconstruction pipelines), else the greedily pretrained stack `encoders/seed{S}.pt`.
+Checkpoints are large and are not committed with a reference report, so each drawing is recorded in
+`figures/autoencoder.json` with the hashes of the files it came from (`samples.npz` and the stage
+records of the seed): a later render without the checkpoints keeps those figures while every hash
+still matches, and says they are out of date, without showing them, as soon as one differs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..core.files import atomic_write
 from ..core.model import CheckpointError, StackedEncoder
 from . import ae_plots, plots
 from .rundata import RunData
 
 N_RECONSTRUCTIONS = 10
+RECORD = "autoencoder.json"   # in figures/: what the autoencoder figures were drawn from
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,59 @@ def _autoencoder(run: RunData, fig_dir: Path) -> list[Drawn]:
         return [Drawn(title, None, "`samples.npz` is missing: no codes, reconstructions or filters.")]
     files = _model_files(run)
     if files is None:
-        return [Drawn(title, None, "no `encoders/seed{S}.pt` (or `models/seed{S}_budgetall_pretrained.pt`) file.")]
+        return _kept(run, fig_dir) or [
+            Drawn(title, None, "no `encoders/seed{S}.pt` (or `models/seed{S}_budgetall_pretrained.pt`) file.")]
     seed, main, stack_path = files
+    drawn = _draw_autoencoder(run, fig_dir, seed, main, stack_path, samples)
+    if any(d.path for d in drawn):
+        _record(run, fig_dir, seed, drawn)
+    return drawn
+
+
+# The files an autoencoder figure of seed S is drawn from, besides the checkpoints those stages wrote.
+def _sources(run: RunData, seed: int) -> dict[str, str]:
+    """{file relative to the run folder: sha256} of samples.npz and the seed's stage records that exist."""
+    names = ["samples.npz", f"stages/pretrain_seed{seed}.json",
+             *(f"stages/arm_seed{seed}_budgetall_{arm}.json" for arm in ("pretrained", "random"))]
+    return {name: hashlib.sha256((run.path / name).read_bytes()).hexdigest()[:16]
+            for name in names if (run.path / name).is_file()}
+
+
+def _record(run: RunData, fig_dir: Path, seed: int, drawn: list[Drawn]) -> None:
+    record = {"seed": seed, "sources": _sources(run, seed), "figures": [asdict(d) for d in drawn]}
+    atomic_write(fig_dir / RECORD, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _kept(run: RunData, fig_dir: Path) -> list[Drawn] | None:
+    """The figures recorded when the checkpoints were present, if they are still current; else a reason."""
+    path = fig_dir / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        seed, sources, figures = int(record["seed"]), dict(record["sources"]), list(record["figures"])
+        drawn = [Drawn(str(f["title"]), None if f["path"] is None else str(f["path"]), str(f["text"]))
+                 for f in figures]
+    except (ValueError, KeyError, TypeError) as err:
+        return [Drawn("Autoencoder figures", None, f"`figures/{RECORD}` could not be read ({err!r}) and no "
+                                                   f"checkpoint is here to draw them again.")]
+    now = _sources(run, seed)
+    changed = sorted(name for name in set(sources) | set(now) if sources.get(name) != now.get(name))
+    missing = [d.path for d in drawn if d.path and not (fig_dir.parent / d.path).is_file()]
+    if changed or missing:
+        why = (f"{', '.join(f'`{c}`' for c in changed)} changed since they were drawn" if changed
+               else f"{', '.join(f'`{m}`' for m in missing)} missing")
+        return [Drawn("Autoencoder figures", None,
+                      f"the figures drawn earlier are out of date ({why}), and no `encoders/seed{{S}}.pt` or "
+                      f"`models/seed{{S}}_budgetall_pretrained.pt` checkpoint is here to draw them again.")]
+    return [d if d.path is None else
+            Drawn(d.title, d.path, f"{d.text} (Drawn when the run's checkpoints were present; the files they "
+                                   f"came from are unchanged.)") for d in drawn]
+
+
+def _draw_autoencoder(run: RunData, fig_dir: Path, seed: int, main: Path, stack_path: Path | None,
+                      samples: dict) -> list[Drawn]:
+    title = "Autoencoder figures"
     try:
         model = StackedEncoder.load(main)
         stack = StackedEncoder.load(stack_path) if stack_path else None
