@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.7",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1",   # one BLAS thread for the scikit-learn baselines (pipeline/arms.py)
         "pyarrow>=12",          # .parquet input and output
     ],
     extras_require={

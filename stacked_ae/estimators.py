@@ -111,10 +111,11 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
         Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
         "softplus". This and every pretraining parameter below, down to ``contractive``,
         also accepts a list with one value per layer.
-    output_activation : {"auto", "sigmoid", "linear"} or list, default="auto"
-        Decoder output of each layer: "sigmoid" (cross-entropy loss, inputs in [0, 1]) or
-        "linear" (squared error). "auto" picks sigmoid when the layer's inputs lie in
-        [0, 1] (the data for layer 1, sigmoid codes above it) and linear otherwise.
+    output_activation : {"auto", "sigmoid", "linear", ...} or list, default="auto"
+        Decoder output units of each layer: "sigmoid" (cross-entropy loss, inputs in
+        [0, 1]) or any encoder activation (squared error). "auto": for layer 1, sigmoid
+        when the data lie in [0, 1], else linear; above it, the units of the layer below,
+        whose codes the decoder rebuilds.
     epochs : int or list of int, default=30
         Passes over the data per layer in greedy pretraining.
     lr : float or list of float, default=3e-3
@@ -308,9 +309,10 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         Encoder units: "sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu" or
         "softplus". This and every pretraining parameter below, down to ``contractive``,
         also accepts a list with one value per layer.
-    output_activation : {"auto", "sigmoid", "linear"} or list, default="auto"
-        Decoder output of each layer in pretraining: "sigmoid" (cross-entropy, inputs in
-        [0, 1]) or "linear" (squared error); "auto" picks sigmoid for inputs in [0, 1].
+    output_activation : {"auto", "sigmoid", "linear", ...} or list, default="auto"
+        Decoder output units of each layer in pretraining: "sigmoid" (cross-entropy, inputs
+        in [0, 1]) or any encoder activation (squared error). "auto": for layer 1, sigmoid
+        when the data lie in [0, 1], else linear; above it, the units of the layer below.
     epochs : int or list of int, default=30
         Passes over the data per layer in greedy pretraining.
     lr : float or list of float, default=3e-3

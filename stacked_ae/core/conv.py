@@ -22,6 +22,7 @@ from torch import nn
 
 from .layers import (
     ACTIVATIONS,
+    DECODER_ACTIVATIONS,
     _check_choice,
     activate,
     check_layer_settings,
@@ -188,7 +189,7 @@ class ConvDecoder(nn.Module):
     def __init__(self, encoder: ConvEncoder, activation: str = "sigmoid", tied: bool = False,
                  generator: torch.Generator | None = None):
         super().__init__()
-        self.activation = _check_choice(activation, ("sigmoid", "linear"), "output_activation")
+        self.activation = _check_choice(activation, DECODER_ACTIVATIONS, "output_activation")
         self.in_shape, self.out_shape = encoder.out_shape, encoder.in_shape   # a decoder's in is the code
         self.spec, self.channels_last = encoder.spec, encoder.channels_last
         self.conv_shape = encoder.spec.conv_shape(encoder.in_shape)

@@ -13,7 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "softplus")
-OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "linear")
+# A decoder's output: any unit (its loss: cross-entropy for sigmoid, squared error for the others), or
+# "auto", which mirrors the units whose codes the decoder rebuilds (see PretrainConfig._auto_output).
+DECODER_ACTIVATIONS = ACTIVATIONS
+OUTPUT_ACTIVATIONS = ("auto", *DECODER_ACTIVATIONS)
 CORRUPTIONS = ("none", "mask", "gaussian", "salt_pepper")
 
 
@@ -107,7 +110,7 @@ class Decoder(nn.Module):
     def __init__(self, n_in: int, n_out: int, activation: str = "sigmoid",
                  tied: Encoder | None = None, generator: torch.Generator | None = None):
         super().__init__()
-        self.activation = _check_choice(activation, ("sigmoid", "linear"), "output_activation")
+        self.activation = _check_choice(activation, DECODER_ACTIVATIONS, "output_activation")
         self.n_in, self.n_out = n_in, n_out
         # A plain list keeps the tied encoder out of this module's parameters and state dict.
         self._tied_to = [tied] if tied is not None else []
@@ -135,7 +138,7 @@ class Decoder(nn.Module):
 
 def reconstruction_loss(decoder: Decoder, codes: torch.Tensor, target: torch.Tensor,
                         reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for a sigmoid decoder, squared error for a linear one, per element."""
+    """Cross-entropy for a sigmoid decoder, squared error for any other, per element."""
     return loss_from_logits(decoder.activation, decoder.logits(codes), target, reduction)
 
 
@@ -146,7 +149,7 @@ def loss_from_logits(output_activation: str, logits: torch.Tensor, target: torch
     logits = full_precision(logits)
     if output_activation == "sigmoid":
         return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
-    return F.mse_loss(logits, target, reduction=reduction)
+    return F.mse_loss(activate(logits, output_activation), target, reduction=reduction)
 
 
 def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -173,7 +176,7 @@ def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator
 def check_layer_settings(activation: str, output_activation: str, corruption: str, noise: float, sparsity: float,
                          sparsity_target: float, contractive: float) -> str:
     """The checks every autoencoder layer (dense or conv) makes of its settings; returns the corruption."""
-    _check_choice(output_activation, ("sigmoid", "linear"), "output_activation")
+    _check_choice(output_activation, DECODER_ACTIVATIONS, "output_activation")
     _check_choice(corruption, CORRUPTIONS, "corruption")
     if not 0.0 <= noise < 1.0:
         raise ValueError(f"noise must be in [0, 1), got {noise}")
@@ -198,9 +201,9 @@ class AutoencoderLayer(nn.Module):
 
     Args:
         activation: encoder units (sigmoid, tanh, relu, linear, leaky_relu, elu, softplus).
-        output_activation: decoder output, "sigmoid" (cross-entropy loss, inputs in [0, 1])
-            or "linear" (squared error); "auto" picks from the data at the first batch-free
-            call of `resolve_output`, which greedy pretraining does for you.
+        output_activation: decoder output units: "sigmoid" (cross-entropy loss, inputs in [0, 1])
+            or any other activation (squared error), e.g. "linear", or the encoder units of the layer
+            below, whose codes this layer rebuilds (what `PretrainConfig`'s "auto" picks).
         tied: decoder uses the encoder's weight transposed (no weight of its own).
         corruption, noise: input corruption model and level, applied in training only.
         sparsity, sparsity_target: weight of the KL(target || mean activation) penalty.

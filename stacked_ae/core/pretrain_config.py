@@ -33,7 +33,8 @@ class PretrainConfig:
     schedule: PerLayer = "constant"
     precision: PerLayer = "fp32"       # fp32 | bf16 (autocast training steps; see TrainConfig)
     activation: PerLayer = "sigmoid"   # encoder units
-    output_activation: PerLayer = "auto"  # auto: sigmoid + cross-entropy for codes in [0, 1], else linear + MSE
+    output_activation: PerLayer = "auto"  # auto: layer 1 sigmoid + cross-entropy for data in [0, 1] (else
+                                          # linear + MSE); above, the units of the layer below (mirrored)
     tied: PerLayer = False
     corruption: PerLayer = "mask"      # none | mask | gaussian | salt_pepper
     noise: PerLayer = 0.0              # corruption level in [0, 1); 0.0 = plain autoencoder
@@ -151,13 +152,24 @@ class PretrainConfig:
         return settings
 
     def _auto_output(self, k: int, inputs_in_unit_interval: bool | None) -> str:
-        """Sigmoid + cross-entropy when the layer's inputs lie in [0, 1], else linear + squared error.
+        """The decoder output units that "auto" picks for layer k.
 
-        Layer 0 reads the data range (assumed [0, 1] without data); layer k > 0 reads the
-        activation of the layer below (only sigmoid codes lie in [0, 1])."""
+        Layer 0 rebuilds the data: sigmoid + cross-entropy when they lie in [0, 1] (assumed without
+        data), else linear + squared error. Layer k > 0 rebuilds the codes of layer k - 1, so its decoder
+        mirrors that layer's units: sigmoid codes get a sigmoid decoder (cross-entropy), leaky-ReLU codes a
+        leaky-ReLU decoder (squared error), and so on. Unrolled, the decoders then keep the encoder's
+        non-linearities in mirror image; linear decoders on non-sigmoid codes would make the whole decoding
+        path below the top code one affine map followed by the output units."""
         if k == 0:
             return "sigmoid" if inputs_in_unit_interval in (None, True) else "linear"
-        return "sigmoid" if self.value("activation", k - 1) == "sigmoid" else "linear"
+        return self.value("activation", k - 1)
+
+    def mirrors_unbounded_codes(self, n_layers: int) -> bool:
+        """Whether "auto" gives some layer a non-linear decoder other than sigmoid (any layer above the first
+        whose layer below has units other than sigmoid and linear): the cases where a decoder was linear
+        before decoders mirrored their targets' units."""
+        return any(self.value("output_activation", k) == "auto"
+                   and self.value("activation", k - 1) not in ("sigmoid", "linear") for k in range(1, n_layers))
 
 
 def check_sizes(sizes) -> list[int]:

@@ -79,14 +79,25 @@ def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor
     keeps each finished learning rate of the network arms, and gives back those kept by an interrupted run."""
     if ctx.cfg.task == "reconstruction":
         if arm == "pca":
-            return pca_reconstruction(ctx), []
+            with one_blas_thread():
+                return pca_reconstruction(ctx), []
         return finetune_autoencoder(ctx, seed, budget, arm, points)
     if arm in SKLEARN_ARMS:
-        (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset, val_subset), []
+        with one_blas_thread():
+            (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset, val_subset), []
     else:
         metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset, val_subset, points)
     ctx.run.write(ctx.run.predictions_path(seed, budget, arm), npy_bytes(predictions))
     return metrics, history
+
+
+def one_blas_thread():
+    """The scikit-learn baselines run with one BLAS / OpenMP thread: how many threads sum a product changes its
+    last bits, and an unregularised fit run to max_iter carries them into the selected model, so without
+    this limit the same stage gives other numbers in a Ray worker (one thread) than in process, or on
+    another machine."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1)
 
 
 # ---------------------------------------------------------------- starting weights
@@ -131,11 +142,19 @@ INIT_FIELDS = ("tied",)
 PROTOCOL = 2
 
 
+def _decoders(cfg: PipelineConfig) -> dict:
+    """{"auto_decoders": "mirror"} where "auto" decoders mirror codes other than sigmoid or linear ones (they
+    were linear before): those stages are recomputed. Empty elsewhere, so that the fingerprints of the
+    stages the change leaves as they were (sigmoid and linear stacks) stay as they were."""
+    n_layers = len(cfg.model.conv) + len(cfg.model.sizes)
+    return {"auto_decoders": "mirror"} if cfg.pretrain_config().mirrors_unbounded_codes(n_layers) else {}
+
+
 def pretrain_fingerprint(cfg: PipelineConfig, seed: int, data_id: str) -> str:
     """What pretraining depends on: the data (its content), the model, [pretrain] and the seed."""
     settings = cfg.to_dict()
     return fingerprint({"protocol": PROTOCOL, "data": data_id, "model": settings["model"],
-                        "pretrain": settings["pretrain"], "seed": seed})
+                        "pretrain": settings["pretrain"], "seed": seed, **_decoders(cfg)})
 
 
 def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None) -> str:
@@ -159,6 +178,8 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
     depends.update(model=settings["model"], finetune=finetune, pretrain=settings["pretrain"])
     if arm not in NEEDS_PRETRAINING:
         depends["pretrain"] = {k: settings["pretrain"][k] for k in INIT_FIELDS}
+    if arm in NEEDS_PRETRAINING or cfg.task == "reconstruction":   # the unrolled random network has decoders too
+        depends.update(_decoders(cfg))
     return fingerprint(depends)
 
 

@@ -192,8 +192,8 @@ def test_mixed_stack_is_conv_layers_then_dense(mixed, digits):
     assert [s.channels for s in stack.conv] == [8, 16]
     assert len(histories) == 3 and all(len(h) == 2 for h in histories)
     assert stack.encode(digits.X_test).shape == (len(digits.X_test), 12)
-    # layer 2 reconstructs leaky codes: the auto rule gives it a linear decoder; layer 1 a sigmoid one
-    assert [layer.output_activation for layer in stack.layers] == ["sigmoid", "linear", "linear"]
+    # layer 1 rebuilds pixels in [0, 1] (sigmoid); above it, "auto" mirrors the leaky codes each layer rebuilds
+    assert [layer.output_activation for layer in stack.layers] == ["sigmoid", "leaky_relu", "leaky_relu"]
 
 
 def test_random_mixed_stack_equals_the_weights_pretraining_started_from(digits, monkeypatch):

@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 from torch.autograd.functional import jacobian
 
 from stacked_ae import AutoencoderLayer, TrainConfig, evaluate_reconstruction, fit_autoencoder
-from stacked_ae.core.layers import activate, corrupt, reconstruction_loss
+from stacked_ae.core.layers import activate, corrupt, loss_from_logits, reconstruction_loss
 
 CORRUPTIONS = ["mask", "gaussian", "salt_pepper"]
 
@@ -207,3 +207,14 @@ def test_bad_layer_settings_raise_value_error(kwargs, message):
     """Each invalid layer setting raises ValueError naming the setting and the bad value."""
     with pytest.raises(ValueError, match=message):
         AutoencoderLayer(20, 8, **kwargs)
+
+
+@pytest.mark.parametrize("units", ["linear", "relu", "tanh", "leaky_relu"])
+def test_a_non_sigmoid_decoder_trains_on_the_squared_error_of_its_activated_output(units):
+    """Every decoder output other than sigmoid is scored by squared error after its units: for ReLU, a negative
+    logit under a zero target costs nothing; for linear, it is plain squared error on the logits."""
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(32, 6, generator=g), torch.rand(32, 6, generator=g)
+    expected = F.mse_loss(activate(logits, units), target)
+    torch.testing.assert_close(loss_from_logits(units, logits, target), expected)
+    assert loss_from_logits("relu", torch.full((1, 3), -5.0), torch.zeros(1, 3)).item() == 0.0

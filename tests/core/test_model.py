@@ -70,10 +70,10 @@ def test_unrolled_forward_is_encoders_then_decoders_in_reverse(pretrained, low_r
     """The unrolled network computes dec1(dec2(enc2(enc1(x)))) with each layer's own activations."""
     stack, _ = pretrained
     (enc1, dec1), (enc2, dec2) = ((layer.encoder, layer.decoder) for layer in stack.layers)
-    assert [dec2.activation, dec1.activation] == ["linear", "sigmoid"], (dec2.activation, dec1.activation)
+    assert [dec2.activation, dec1.activation] == ["tanh", "sigmoid"], (dec2.activation, dec1.activation)
     with torch.no_grad():
         z = enc2.linear(torch.tanh(enc1.linear(low_rank.X)))
-        expected = torch.sigmoid(dec1.linear(dec2.linear(torch.sigmoid(z))))
+        expected = torch.sigmoid(dec1.linear(torch.tanh(dec2.linear(torch.sigmoid(z)))))
         torch.testing.assert_close(stack.unroll()(low_rank.X), expected)
 
 

@@ -103,13 +103,33 @@ def test_per_layer_lists_set_each_layer(low_rank):
     assert (stack.n_in, stack.sizes) == (20, [12, 8, 4]), (stack.n_in, stack.sizes)
 
 
-def test_auto_output_matches_the_range_of_each_layers_input(low_rank):
-    """output_activation="auto" gives sigmoid for inputs in [0, 1] and linear for inputs outside it."""
-    cfg = PretrainConfig(epochs=1, activation=["tanh", "sigmoid"])
-    unit, _ = greedy_pretrain(low_rank.X, [12, 8], cfg, seed=0, progress=False)
-    shifted, _ = greedy_pretrain(low_rank.X * 4 - 2, [12, 8], cfg, seed=0, progress=False)
+def test_auto_output_matches_the_data_then_mirrors_the_units_below(low_rank):
+    """output_activation="auto": layer 1 gets sigmoid for data in [0, 1] and linear outside it; every layer above
+    gets the units of the layer below it, whose codes it rebuilds."""
+    cfg = PretrainConfig(epochs=1, activation=["tanh", "leaky_relu", "sigmoid"])
+    unit, _ = greedy_pretrain(low_rank.X, [12, 8, 4], cfg, seed=0, progress=False)
+    shifted, _ = greedy_pretrain(low_rank.X * 4 - 2, [12, 8, 4], cfg, seed=0, progress=False)
     got = [[layer.decoder.activation for layer in stack.layers] for stack in (unit, shifted)]
-    assert got == [["sigmoid", "linear"], ["linear", "linear"]], got
+    assert got == [["sigmoid", "tanh", "leaky_relu"], ["linear", "tanh", "leaky_relu"]], got
+
+
+def test_unrolled_decoder_of_a_relu_stack_is_not_affine(low_rank):
+    """With ReLU units, "auto" decoders mirror them, so the unrolled decoding path below the top code is not one
+    affine map (it was with linear decoders): decode(a) + decode(b) differs from decode(0) + decode(a + b)."""
+    stack, _ = greedy_pretrain(low_rank.X, [12, 8, 4], PretrainConfig(epochs=2, activation="relu"), seed=0,
+                               progress=False)
+    assert [layer.decoder.activation for layer in stack.layers] == ["sigmoid", "relu", "relu"]
+    layers = stack.layers[1:]                   # the decoders that rebuild hidden codes, top down
+    def decode(code):
+        for layer in reversed(layers):
+            code = layer.decoder(code)
+        return code
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 4, generator=g), torch.randn(64, 4, generator=g)
+    with torch.no_grad():
+        gap = (decode(a) + decode(b) - decode(torch.zeros_like(a)) - decode(a + b)).abs().max().item()
+    assert gap > 1e-2, f"the decoding path is affine to within {gap:.2e}"
+    assert (decode(a) >= 0).all(), "a ReLU decoder's output lies in [0, inf), like the codes it rebuilds"
 
 
 def test_per_layer_list_of_wrong_length_raises():

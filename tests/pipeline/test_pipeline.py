@@ -365,6 +365,28 @@ def test_fingerprints_cover_what_each_stage_depends_on_and_nothing_else():
                         run={"executor": "ray", "workers": 2})) == set()
 
 
+def test_mirrored_decoders_rerun_only_the_stages_whose_decoders_changed(monkeypatch):
+    """"auto" decoders above non-sigmoid, non-linear units mirror those units (they were linear): such pipelines
+    rerun pretraining, the arms built on it and, in reconstruction, the unrolled random network, never the
+    random classifier or the baselines; sigmoid and linear stacks keep every fingerprint they had."""
+    import stacked_ae.pipeline.arms as arms
+
+    def moved(settings):
+        today = _fingerprints(settings)
+        with monkeypatch.context() as m:
+            m.setattr(arms, "_decoders", lambda cfg: {})      # the fingerprints from before decoders mirrored
+            before = _fingerprints(settings)
+        return {stage for stage in today if today[stage] != before[stage]}
+
+    classify = dict(TINY, arms=["pretrained", "random", "frozen", "logreg", "pca-logreg"])
+    assert moved(classify) == set()
+    assert moved(dict(classify, model={"sizes": [24, 12], "activation": ["sigmoid", "linear"]})) == set()
+    relu = dict(classify, model={"sizes": [24, 12], "activation": "relu"})
+    assert moved(relu) == {"pretrain", "pretrained", "frozen"}
+    recon = dict(relu, task="reconstruction", arms=[], data={"dataset": "digits", "budgets": ["all"]})
+    assert moved(recon) == {"pretrain", "pretrained", "random"}
+
+
 def test_the_random_arms_start_depends_on_no_pretrain_setting_but_its_fingerprints():
     """StackedEncoder.random gives the same weights whatever the [pretrain] settings outside INIT_FIELDS (and
     layer activations), so leaving them out of the random arm's fingerprint never reuses a stale result."""
