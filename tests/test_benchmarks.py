@@ -67,3 +67,17 @@ def test_the_calibrated_executor_model_adds_start_up_and_scales_every_stage():
     assert predict(seconds, depends, 2, 1.0, 0.0) == 15.0
     assert predict(seconds, depends, 2, 1.5, 3.0) == 3.0 + 1.5 * 15.0
     assert predict(seconds, depends, 1, 1.0, 2.0) == 2.0 + 23.0
+
+
+def test_precision_benchmark_times_both_networks_in_both_precisions(tmp_path):
+    """`bench_precision.py --rounds 1 --steps 1` exits 0 and records both rates and their ratio per network."""
+    import json
+    out = tmp_path / "precision.json"
+    proc = subprocess.run([sys.executable, str(BENCH.parent / "bench_precision.py"), "--rounds", "1", "--steps", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    rows = json.loads(out.read_text())
+    assert [row["network"].split()[0] for row in rows] == ["mnist-conv-2d", "mnist-deep-ae"]
+    for row in rows:
+        assert row["fp32_images_s"] > 0 and row["bf16_images_s"] > 0
+        assert abs(row["bf16_speedup"] - row["bf16_images_s"] / row["fp32_images_s"]) < 1e-6 * row["bf16_speedup"]

@@ -7,8 +7,10 @@ tensor on the device; a batch is an index slice of a per-epoch permutation.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -122,7 +124,28 @@ def autocast(device: torch.device, precision: str = "fp32"):
     Under autocast the matrix products run in bfloat16 (fp32 accumulation); parameters, their
     gradients, the optimizer state and the losses stay fp32.
     """
+    if precision == "bf16" and device.type == "cpu" and cpu_bf16_native() is False:
+        _warn_emulated_bf16()
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@functools.cache
+def cpu_bf16_native() -> bool | None:
+    """Whether this CPU computes bfloat16 products natively (AVX512-BF16 or AMX), as torch's oneDNN sees it;
+    None when torch cannot say."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    """Once per process: bf16 on a CPU without bfloat16 units is emulated, and slow."""
+    warnings.warn("precision 'bf16' on a CPU without bfloat16 units (no AVX512-BF16 or AMX): autocast emulates "
+                  "it, several times slower than fp32 (about 9x on mnist-conv-2d's network on an AVX2 CPU: "
+                  "benchmarks/bench_precision.py); use precision 'fp32' (--precision fp32) here",
+                  RuntimeWarning, stacklevel=3)
 
 
 def iterate_batches(n: int, batch_size: int, generator: torch.Generator, device,
