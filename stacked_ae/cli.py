@@ -95,6 +95,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 def cmd_run(args) -> int:
     from .pipeline.config import load_config
     from .pipeline.runner import run_pipeline
+    from .report.figures import record_is_current
     overrides = list(args.overrides)
     if args.precision:
         overrides += [f"pretrain.precision={args.precision}", f"finetune.precision={args.precision}"]
@@ -112,7 +113,8 @@ def cmd_run(args) -> int:
     try:
         with _terminate_like_ctrl_c(received):
             results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
-                                   progress=bars, threads=_threads(args.threads))
+                                   progress=bars, threads=_threads(args.threads),
+                                   figures_current=None if args.no_report else record_is_current)
     except KeyboardInterrupt:
         again = "the same command without --force" if args.force else "the same command"   # --force would discard them
         how = "terminated" if received else "interrupted"

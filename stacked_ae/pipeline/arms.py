@@ -116,9 +116,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
         return ctx.stacks[seed]
     start = time.perf_counter()
     try:
-        stack, histories = greedy_pretrain(ctx.data.X_train, list(ctx.cfg.model.sizes), ctx.cfg.pretrain_config(),
-                                           X_val=ctx.data.X_val, seed=seed, device=ctx.device,
-                                           progress=ctx.progress, **conv_settings(ctx))
+        stack, histories = _greedy(ctx, seed)
     except TrainingDiverged as err:
         ctx.run.save_stage(key, {"seed": seed, "status": "failed", "message": f"pretraining, seed {seed}: {err}",
                                  "wall_seconds": time.perf_counter() - start}, stamp)
@@ -131,6 +129,26 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
                              "wall_seconds": round(time.perf_counter() - start, 3)}, stamp)
     ctx.stacks[seed] = stack
     return stack
+
+
+def _greedy(ctx: RunContext, seed: int):
+    return greedy_pretrain(ctx.data.X_train, list(ctx.cfg.model.sizes), ctx.cfg.pretrain_config(),
+                           X_val=ctx.data.X_val, seed=seed, device=ctx.device, progress=ctx.progress,
+                           **conv_settings(ctx))
+
+
+def restore_encoder(ctx: RunContext, seed: int) -> bool:
+    """Write `encoders/seed{S}.pt` again when its pretraining stage finished but the file is gone (checkpoints
+    are large, and reference reports do not keep them): pretraining is deterministic for a seed, so it gives
+    the weights the arms started from (bit for bit on the same machine and threads). The stage record is kept
+    as it is. Returns whether it wrote the file."""
+    record = ctx.run.load_stage(f"pretrain_seed{seed}", pretrain_fingerprint(ctx.cfg, seed, ctx.data_id))
+    path = ctx.run.encoder_path(seed)
+    if record is None or record.get("status") != "ok" or path.is_file():
+        return False
+    stack, _ = _greedy(ctx, seed)
+    ctx.run.write(path, stack.to_bytes())
+    return True
 
 
 # The [pretrain] settings that shape the weights pretraining starts from, besides [model]'s sizes and

@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..core.files import atomic_write
 from ..core.pretrain_config import conv_specs
 from ..core.train import resolve_device
 from ..core.version import __version__
-from .arms import PROTOCOL, SKLEARN_ARMS, RunContext
+from .arms import PROTOCOL, SKLEARN_ARMS, RunContext, restore_encoder
 from .config import ConfigError, PipelineConfig, from_dict
 from .executors import pretrained_seeds, run_local, run_ray
 from .rundir import RunDir, dataset_fingerprint, write_json, write_tables
@@ -44,11 +45,15 @@ class RunDirError(ValueError):
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="auto", force: bool = False,
-                 progress: bool = True, threads: int | str | None = None) -> pd.DataFrame:
+                 progress: bool = True, threads: int | str | None = None,
+                 figures_current: Callable[[Path], bool] | None = None) -> pd.DataFrame:
     """Run (or resume) every stage of `cfg` into `out_dir`; returns the results table.
 
     `threads` sets torch's CPU threads for the run: an int, "auto" (see `auto_threads`), or
-    None to leave torch's setting alone."""
+    None to leave torch's setting alone. `figures_current(run_dir)` says whether the folder's autoencoder
+    figures are drawn from its current files; when it is given and says no, and no seed's checkpoint is
+    left to draw them from, the first seed's pretraining is run again to write its encoder (see
+    `restore_encoder`)."""
     run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name,
                  provenance={"stacked_ae_version": __version__, "git_commit": _git_commit(), "protocol": PROTOCOL})
     check_run_dir(run)
@@ -66,6 +71,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
             placement = run_ray(ctx, cfg.run, progress)
         else:
             placement = run_local(ctx, progress)
+        if figures_current is not None and not figures_current(run.root):
+            _restore_figure_encoder(ctx)
     finally:   # the caller's thread setting is theirs: restore it, also after an error or Ctrl-C
         torch.set_num_threads(previous_threads)
     results = write_tables(run, list(cfg.seeds), list(cfg.data.budgets), list(cfg.arms))
@@ -74,6 +81,18 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
     results.attrs["stages"] = {k: ctx.counts[k] for k in ("computed", "reused", "pretrain computed", "pretrain reused")}
     _write_finish(run, dataclasses.asdict(cfg.run), placement)
     return results
+
+
+def _restore_figure_encoder(ctx: RunContext) -> None:
+    """An encoder for the report's autoencoder figures, when no seed has a checkpoint left."""
+    cfg, run = ctx.cfg, ctx.run
+    seeds = pretrained_seeds(cfg)
+    if not seeds or any(run.encoder_path(s).is_file() or run.model_path(s, "all", "pretrained").is_file()
+                        for s in cfg.seeds):
+        return
+    if restore_encoder(ctx, seeds[0]):
+        log.info("wrote %s again for the report's figures (no checkpoint was left; its stage record is kept)",
+                 run.encoder_path(seeds[0]))
 
 
 # ---------------------------------------------------------------- preparation

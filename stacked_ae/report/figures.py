@@ -127,16 +127,26 @@ def _autoencoder(run: RunData, fig_dir: Path) -> list[Drawn]:
 
 
 # The files an autoencoder figure of seed S is drawn from, besides the checkpoints those stages wrote.
-def _sources(run: RunData, seed: int) -> dict[str, str]:
+def _sources(run_dir: Path, seed: int) -> dict[str, str]:
     """{file relative to the run folder: sha256} of samples.npz and the seed's stage records that exist."""
     names = ["samples.npz", f"stages/pretrain_seed{seed}.json",
              *(f"stages/arm_seed{seed}_budgetall_{arm}.json" for arm in ("pretrained", "random"))]
-    return {name: hashlib.sha256((run.path / name).read_bytes()).hexdigest()[:16]
-            for name in names if (run.path / name).is_file()}
+    return {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()[:16]
+            for name in names if (run_dir / name).is_file()}
+
+
+def record_is_current(run_dir: Path) -> bool:
+    """Whether `figures/autoencoder.json` holds figures drawn from the files the run folder holds now."""
+    try:
+        record = json.loads((Path(run_dir) / "figures" / RECORD).read_text())
+        return record["sources"] == _sources(Path(run_dir), int(record["seed"])) and all(
+            (Path(run_dir) / f["path"]).is_file() for f in record["figures"] if f["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _record(run: RunData, fig_dir: Path, seed: int, drawn: list[Drawn]) -> None:
-    record = {"seed": seed, "sources": _sources(run, seed), "figures": [asdict(d) for d in drawn]}
+    record = {"seed": seed, "sources": _sources(run.path, seed), "figures": [asdict(d) for d in drawn]}
     atomic_write(fig_dir / RECORD, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
 
 
@@ -153,7 +163,7 @@ def _kept(run: RunData, fig_dir: Path) -> list[Drawn] | None:
     except (ValueError, KeyError, TypeError) as err:
         return [Drawn("Autoencoder figures", None, f"`figures/{RECORD}` could not be read ({err!r}) and no "
                                                    f"checkpoint is here to draw them again.")]
-    now = _sources(run, seed)
+    now = _sources(run.path, seed)
     changed = sorted(name for name in set(sources) | set(now) if sources.get(name) != now.get(name))
     missing = [d.path for d in drawn if d.path and not (fig_dir.parent / d.path).is_file()]
     if changed or missing:

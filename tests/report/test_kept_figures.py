@@ -66,3 +66,38 @@ def test_without_a_record_or_checkpoints_nothing_is_claimed(tmp_path):
     section = figures_section(render_report(run).read_text())
     assert "**Not drawn:** no `encoders/seed{S}.pt`" in section
     assert not (run / "figures" / "autoencoder.json").exists()
+
+
+def test_a_resumed_run_without_checkpoints_writes_the_figure_encoder_again(tmp_path):
+    """`sae run` on a finished folder whose checkpoints are gone: while the recorded figures are current nothing
+    is trained; once they are not, the first seed's pretraining runs again and writes the same encoder bytes (the
+    stage record untouched), so the report draws its figures from the weights the arms started from."""
+    from stacked_ae.pipeline.config import from_dict
+    from stacked_ae.pipeline.runner import run_pipeline
+    from stacked_ae.report.figures import record_is_current
+    cfg = from_dict({"name": "tiny", "seeds": [0], "data": {"dataset": "digits", "budgets": ["all"]},
+                     "model": {"sizes": [16, 8]}, "arms": ["pretrained", "logreg"],
+                     "pretrain": {"epochs": 2, "batch_size": 64},
+                     "finetune": {"epochs": 2, "lr": [0.01], "batch_size": 64}})
+    out = tmp_path / "run"
+
+    def resume():
+        run_pipeline(cfg, out, device="cpu", progress=False, threads=1, figures_current=record_is_current)
+        return render_report(out)
+
+    resume()
+    encoder, stage = out / "encoders" / "seed0.pt", out / "stages" / "pretrain_seed0.json"
+    original, record = encoder.read_bytes(), stage.read_bytes()
+    assert record_is_current(out)
+
+    encoder.unlink()
+    assert "### Codes" in figures_section(resume().read_text())
+    assert not encoder.exists(), "the recorded figures were current: nothing to train"
+
+    (out / "figures" / "autoencoder.json").unlink()
+    assert not record_is_current(out)
+    run_pipeline(cfg, out, device="cpu", progress=False, threads=1)     # without the predicate: nothing
+    assert not encoder.exists()
+    section = figures_section(resume().read_text())
+    assert encoder.read_bytes() == original and stage.read_bytes() == record
+    assert "### Codes" in section and "Drawn when" not in section and record_is_current(out)
