@@ -9,6 +9,7 @@ from .core.pretrain import greedy_pretrain
 from .core.pretrain_config import PretrainConfig
 from .core.train import (
     TrainConfig,
+    TrainingCheckpoint,
     TrainingDiverged,
     evaluate_classifier,
     evaluate_reconstruction,
@@ -19,7 +20,8 @@ from .core.version import __version__
 
 __all__ = [
     "AutoencoderLayer", "CheckpointError", "Classifier", "DataFormatError", "DataNotFoundError", "Dataset",
-    "DeepAutoencoder", "PretrainConfig", "StackedEncoder", "TrainConfig", "TrainingDiverged",
+    "DeepAutoencoder", "PretrainConfig", "StackedEncoder", "TrainConfig", "TrainingCheckpoint",
+    "TrainingDiverged",
     "evaluate_classifier", "evaluate_reconstruction", "fit_autoencoder", "fit_classifier",
     "greedy_pretrain", "load_dataset", "__version__",
 ]

@@ -304,6 +304,21 @@ class Classifier(nn.Module):
         """What fine-tuning updates: the head alone when frozen, else every parameter."""
         return list(self.head.parameters()) if self.frozen else list(self.parameters())
 
+    def rng_state(self) -> torch.Tensor | None:
+        """The dropout masks' generator state (None before the first training-mode pass with dropout)."""
+        return None if self._masks is None else self._masks.get_state()
+
+    def set_rng_state(self, state: torch.Tensor | None) -> None:
+        """Continue the dropout masks from `state` (from `rng_state`), as a resumed training run does."""
+        if state is None:
+            self._masks = None
+            return
+        device = next(self.parameters()).device
+        if device.type == "mps":
+            return
+        self._masks = torch.Generator(device=device)
+        self._masks.set_state(state)
+
     def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         if p == 0.0:
             return x

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import logging
 import math
+import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data import check_labels, check_X
+from .files import atomic_write
 from .layers import activate, full_precision, loss_from_logits
 from .seeds import derive_seed
 
@@ -227,13 +232,81 @@ def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BAT
         torch.empty(0)
 
 
+class TrainingCheckpoint:
+    """One file that keeps `fit`'s state between epochs, so that a stopped training run (Ctrl-C, a killed
+    job, the end of a batch job's time) resumes after the last epoch kept and ends exactly as an
+    uninterrupted run would: weights, optimizer and schedule state, the early-stopping record (best
+    weights, best epoch, epochs without improvement), the history and every random stream are saved.
+
+    `stamp` names what the file belongs to (the caller's fingerprint of settings and data): a file with
+    another stamp is ignored and overwritten. `every_s` spaces the saves (0: after every epoch; `clock`
+    reads seconds), so that short epochs do not pay for writing large states. A file of the same stamp
+    written under other training settings, seed or data size is refused with a ValueError naming it."""
+
+    def __init__(self, path: str | os.PathLike, stamp: str = "", every_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not every_s >= 0:
+            raise ValueError(f"every_s must be a number >= 0, got {every_s!r}")
+        self.path, self.stamp, self.every_s = Path(path), str(stamp), float(every_s)
+        self.clock = clock
+        self._last = clock()
+
+    def load(self) -> dict | None:
+        """The state kept under this stamp, or None (none kept, another stamp, or unreadable)."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:   # damaged (a disk error, an edit by hand): start over rather than fail
+            log.warning("%s: unreadable training checkpoint (%s); training starts over", self.path, err)
+            return None
+        if not isinstance(state, dict) or state.get("stamp") != self.stamp:
+            return None
+        return state
+
+    def due(self) -> bool:
+        return self.clock() - self._last >= self.every_s
+
+    def save(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save({**state, "stamp": self.stamp}, buffer)
+        atomic_write(self.path, buffer.getvalue())
+        self._last = self.clock()
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def _resume(state: dict, checkpoint: TrainingCheckpoint, *, cfg: TrainConfig, seed: int, stream, n: int,
+            model: nn.Module, optimizer, schedule, generators: list) -> None:
+    """Load a kept state into a fresh model, optimizer, schedule and random streams."""
+    expected = {"config": repr(cfg), "seed": seed, "stream": list(stream), "n": n}
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise ValueError(f"{checkpoint.path}: training checkpoint written for {key} = {state.get(key)!r}, "
+                             f"but this run has {value!r}; remove the file or pass another checkpoint")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    for gen, saved in zip(generators, state["generators"], strict=True):
+        gen.set_state(saved)
+    if hasattr(model, "set_rng_state"):
+        model.set_rng_state(state["model_rng"])
+
+
 def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainConfig, *,
         loss_fn: Callable, validate: Callable[[], dict] | None, score_key: Callable[[dict], tuple],
-        seed: int, stage: str, progress: bool, stream: tuple[int, ...] = ()) -> list[dict]:
+        seed: int, stage: str, progress: bool, stream: tuple[int, ...] = (),
+        generators: tuple = (), checkpoint: TrainingCheckpoint | None = None) -> list[dict]:
     """The shared epoch loop: train, validate, keep the best weights, stop early, restore.
 
     Batches follow the `batch_order` stream of (seed, *stream); a model with `trainable_parameters()`
-    (a frozen Classifier) names what the optimizer updates."""
+    (a frozen Classifier) names what the optimizer updates. `generators` are the other random streams
+    that `loss_fn` draws from; `checkpoint` keeps them with everything else (see TrainingCheckpoint)."""
     from tqdm.auto import tqdm
 
     if cfg.patience is not None and validate is None:
@@ -245,10 +318,21 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     optimizer = make_optimizer(params, cfg)
     schedule = make_schedule(optimizer, cfg)
     history, best, best_epoch, best_state, stale = [], None, None, None, 0
+    streams = [g for g in (generator, *generators) if g is not None]
+    first = 1
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        _resume(state, checkpoint, cfg=cfg, seed=seed, stream=stream, n=len(X), model=model,
+                optimizer=optimizer, schedule=schedule, generators=streams)
+        history, best_epoch, stale = state["history"], state["best_epoch"], state["stale"]
+        best = None if state["best"] is None else tuple(state["best"])
+        best_state = state["best_state"]
+        first = state["epoch"] + 1
+        log.info("%s: resumed after epoch %d from %s", stage, state["epoch"], checkpoint.path)
     # a manual bar: iterating tqdm over the epochs only refreshes its count now and then, so a postfix
     # written every epoch would show a count that stands still
-    bar = tqdm(total=cfg.epochs, desc=stage, leave=False, disable=not progress, unit="epoch")
-    for epoch in range(1, cfg.epochs + 1):
+    bar = tqdm(total=cfg.epochs, initial=first - 1, desc=stage, leave=False, disable=not progress, unit="epoch")
+    for epoch in range(first, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_epoch(model, X, y, loss_fn, optimizer, cfg.batch_size, generator,
                                  cfg.epoch_size, cfg.precision).item()
@@ -273,6 +357,14 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
         log.info("%s epoch %d: %s", stage, epoch, row)
         if cfg.patience is not None and stale >= cfg.patience:
             break
+        if checkpoint is not None and epoch < cfg.epochs and checkpoint.due():
+            checkpoint.save({
+                "epoch": epoch, "config": repr(cfg), "seed": seed, "stream": list(stream), "n": len(X),
+                "model": _cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "generators": [g.get_state() for g in streams],
+                "model_rng": model.rng_state() if hasattr(model, "rng_state") else None,
+                "history": history, "best": None if best is None else list(best), "best_epoch": best_epoch,
+                "best_state": None if best_state is None else _cpu(best_state), "stale": stale})
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -291,14 +383,16 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def fit_autoencoder(model: nn.Module, X, cfg: TrainConfig = TrainConfig(), *, X_val=None, seed: int = 0,
-                    stage: str = "autoencoder", progress: bool = False, stream: tuple[int, ...] = ()) -> list[dict]:
+                    stage: str = "autoencoder", progress: bool = False, stream: tuple[int, ...] = (),
+                    checkpoint: TrainingCheckpoint | None = None) -> list[dict]:
     """Train `model` (an AutoencoderLayer or an unrolled DeepAutoencoder) to reconstruct X.
 
     With X_val, each epoch records `val_loss`, the best epoch's weights are restored at the
     end, and `cfg.patience` stops training early. Returns the per-epoch history. Batch order and
     corruption come from the `batch_order` and `corruption` streams of (seed, *stream);
     greedy_pretrain passes the layer index as `stream`. A sigmoid (cross-entropy) decoder
-    refuses X or X_val outside [0, 1] with a ValueError naming `stage`.
+    refuses X or X_val outside [0, 1] with a ValueError naming `stage`. With a `checkpoint`
+    (TrainingCheckpoint), a stopped run resumes after the last epoch kept.
     """
     device = _device_of(model)
     X = check_X(X, "X", n_features=_n_in(model)).to(device)
@@ -311,7 +405,7 @@ def fit_autoencoder(model: nn.Module, X, cfg: TrainConfig = TrainConfig(), *, X_
            if device.type != "mps" else None)
     return fit(model, X, None, cfg, loss_fn=_autoencoder_loss(gen), validate=validate,
                score_key=lambda row: (row["val_loss"],), seed=_seed_of(seed), stage=stage, progress=progress,
-               stream=stream)
+               stream=stream, generators=(gen,), checkpoint=checkpoint)
 
 
 def _check_targets(model: nn.Module, X: torch.Tensor, name: str, stage: str) -> None:
@@ -326,11 +420,13 @@ def _check_targets(model: nn.Module, X: torch.Tensor, name: str, stage: str) -> 
 
 
 def fit_classifier(model: nn.Module, X, y, cfg: TrainConfig = TrainConfig(), *, X_val=None, y_val=None,
-                   seed: int = 0, stage: str = "classifier", progress: bool = False) -> list[dict]:
+                   seed: int = 0, stage: str = "classifier", progress: bool = False,
+                   checkpoint: TrainingCheckpoint | None = None) -> list[dict]:
     """Train `model` (logits out) with cross-entropy on (X, y).
 
     With validation data, each epoch records `val_loss` and `val_error`; the epoch with the
-    lowest validation error (ties: lower loss) is restored at the end. Returns the history.
+    lowest validation error (ties: lower loss) is restored at the end. Returns the history. With a
+    `checkpoint` (TrainingCheckpoint), a stopped run resumes after the last epoch kept.
     """
     device = _device_of(model)
     n_classes = _n_classes(model)
@@ -345,7 +441,7 @@ def fit_classifier(model: nn.Module, X, y, cfg: TrainConfig = TrainConfig(), *, 
         validate = lambda: evaluate_classifier(model, X_val, y_val)  # noqa: E731
     return fit(model, X, y, cfg, loss_fn=_classifier_loss, validate=validate,
                score_key=lambda row: (row["val_error"], row["val_loss"]), seed=_seed_of(seed),
-               stage=stage, progress=progress)
+               stage=stage, progress=progress, checkpoint=checkpoint)
 
 
 def _n_in(model: nn.Module) -> int | None:

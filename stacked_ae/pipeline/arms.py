@@ -24,6 +24,7 @@ from ..core.data import Dataset
 from ..core.model import CheckpointError, StackedEncoder
 from ..core.pretrain import greedy_pretrain
 from ..core.train import (
+    TrainingCheckpoint,
     TrainingDiverged,
     evaluate_classifier,
     evaluate_reconstruction,
@@ -37,6 +38,10 @@ from .rundir import RunDir, fingerprint, npy_bytes
 log = logging.getLogger(__name__)
 
 NEEDS_PRETRAINING = ("pretrained", "frozen")
+# A network arm's learning rate in training keeps its state at most this often (seconds): an interrupted stage
+# loses at most this much training and one epoch. Saving the mnist-sdae network's state (weights, Adam's
+# moments, the best weights: about 45 MB) takes a fraction of a second.
+CHECKPOINT_EVERY_S = 300.0
 SKLEARN_ARMS = ("logreg", "pca-logreg", "pca")
 
 
@@ -68,6 +73,16 @@ class GridPoints:
 
     def save(self, lr: float, record: dict, state: dict | None) -> None:
         self.run.save_point(self.key, lr, record, state, self.stamp(lr))
+        if (checkpoint := self.epochs(lr)) is not None:
+            checkpoint.clear()
+
+    def epochs(self, lr: float) -> TrainingCheckpoint | None:
+        """Where the learning rate in training keeps its state between epochs: a stage stopped in the middle
+        of a learning rate resumes at the last epoch kept (at most CHECKPOINT_EVERY_S of training lost). None
+        in a Ray worker, whose unit of resumption is the stage."""
+        if not self.run.keeps_points:
+            return None
+        return TrainingCheckpoint(self.run.epochs_path(self.key, lr), self.stamp(lr), CHECKPOINT_EVERY_S)
 
 
 def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor,
@@ -335,12 +350,14 @@ def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
     def fit_one(lr):
         model = build(lr)
         train_cfg = ctx.cfg.finetune.train_config(lr)
+        checkpoint = points.epochs(lr) if points is not None else None
         if frozen_codes is None:
             rows = fit_classifier(model, X, y, train_cfg, X_val=X_val, y_val=y_val, seed=seed,
-                                  stage=f"{arm} lr={lr:g}", progress=ctx.progress)
+                                  stage=f"{arm} lr={lr:g}", progress=ctx.progress, checkpoint=checkpoint)
         else:   # model.head is trained in place: the same updates as the full frozen network
             rows = fit_classifier(model.head, frozen_codes[0], y, train_cfg, X_val=frozen_codes[1],
-                                  y_val=y_val, seed=seed, stage=f"{arm} lr={lr:g}", progress=ctx.progress)
+                                  y_val=y_val, seed=seed, stage=f"{arm} lr={lr:g}", progress=ctx.progress,
+                                  checkpoint=checkpoint)
         val = evaluate_classifier(model, X_val, y_val)
         summary = {"val_error": val["error"], "val_loss": val["loss"], **_fit_summary(rows)}
         return model, rows, summary, (val["error"], val["loss"])
@@ -362,7 +379,8 @@ def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str,
         stack = starting_stack(ctx, seed, arm)
         deep = stack.unroll()
         rows = fit_autoencoder(deep, d.X_train, ctx.cfg.finetune.train_config(lr), X_val=d.X_val, seed=seed,
-                               stage=f"{arm} lr={lr:g}", progress=ctx.progress)
+                               stage=f"{arm} lr={lr:g}", progress=ctx.progress,
+                               checkpoint=points.epochs(lr) if points is not None else None)
         val = evaluate_reconstruction(deep, d.X_val)
         summary = {"val_loss": val["loss"], **_fit_summary(rows)}
         return stack, rows, summary, (val["loss"],)

@@ -83,6 +83,8 @@ class MemoryRunDir(RunDir):
 
     # A worker may run on another machine than the driver's run folder: under Ray the stage, not the
     # learning rate, is the unit that an interrupted run resumes from.
+    keeps_points = False
+
     def save_point(self, key, lr, record, state, fingerprint) -> None:
         pass
 

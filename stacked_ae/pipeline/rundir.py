@@ -79,6 +79,8 @@ def budget_label(budget) -> str:
 class RunDir:
     """Paths and the stage cache of one run directory."""
 
+    keeps_points = True     # finished learning rates and training states of unfinished stages (partial/)
+
     def __init__(self, root: Path, provenance: dict | None = None):
         self.root = Path(root)
         self.provenance = provenance or {}   # stacked_ae_version and git_commit, kept in every stage record
@@ -118,6 +120,10 @@ class RunDir:
 
     def point_path(self, key: str, lr: float) -> Path:
         return self.root / "partial" / key / f"lr{lr:.6g}.pt"
+
+    def epochs_path(self, key: str, lr: float) -> Path:
+        """The training state of a learning rate still in training (TrainingCheckpoint)."""
+        return self.root / "partial" / key / f"lr{lr:.6g}.epochs.pt"
 
     def save_point(self, key: str, lr: float, record: dict, state: dict | None, fingerprint: str) -> None:
         """Keep one finished learning rate of stage `key` (its JSON-able `record` and the model's `state`), so

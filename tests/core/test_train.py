@@ -328,3 +328,128 @@ def test_bf16_on_a_cpu_without_bfloat16_units_warns_once(monkeypatch):
             pass
     assert not caught
     assert native() in (True, False, None)
+
+
+# ---------------------------------------------------------------- resuming from a training checkpoint
+
+class _Killed(Exception):
+    """Stands for the process dying in the middle of an epoch."""
+
+
+def _kill_in_epoch(monkeypatch, n: int) -> list[int]:
+    """Make the n-th call of train_epoch (counted from now) raise _Killed; returns the call counter."""
+    from stacked_ae.core import train
+    real, calls = train.train_epoch, []
+
+    def train_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", train_epoch)
+    return calls
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _dropout_classifier():
+    return StackedEncoder.random(64, [32, 16], seed=0).classifier(10, seed=0, dropout=0.3, input_dropout=0.1)
+
+
+def test_a_classifier_killed_mid_epoch_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch):
+    """Killed in epoch 5 with a state kept after every epoch: a fresh model resumes after epoch 4 and ends with
+    the same history and the same weights, bit for bit, as a run never stopped (dropout masks, batch order, Adam,
+    the cosine schedule and the early-stopping record all continue)."""
+    from stacked_ae import TrainingCheckpoint
+    cfg = TrainConfig(epochs=8, lr=3e-3, batch_size=64, schedule="cosine", patience=6)
+    fit = lambda model, checkpoint=None: fit_classifier(  # noqa: E731
+        model, digits.X_train, digits.y_train, cfg, X_val=digits.X_val, y_val=digits.y_val, seed=3,
+        checkpoint=checkpoint)
+    reference = _dropout_classifier()
+    expected = fit(reference)
+
+    checkpoint = TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0)
+    calls = _kill_in_epoch(monkeypatch, 5)
+    with pytest.raises(_Killed):
+        fit(_dropout_classifier(), checkpoint)
+    assert torch.load(tmp_path / "fit.pt", weights_only=True)["epoch"] == 4
+
+    calls.clear()
+    resumed = _dropout_classifier()
+    history = fit(resumed, TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0))
+    assert len(calls) == len(expected) - 4          # only the epochs after the kept one were trained
+    assert history == expected
+    assert _same_state(resumed.state_dict(), reference.state_dict())
+
+
+def test_a_denoising_autoencoder_resumes_with_its_corruption_stream(digits, tmp_path, monkeypatch):
+    """Masking noise comes from its own generator: a resumed run continues it, so the result is the
+    uninterrupted one; with an early stop the best epoch's weights are restored as before."""
+    from stacked_ae import TrainingCheckpoint
+    cfg = TrainConfig(epochs=6, lr=1e-2, batch_size=64, patience=2)
+    layer = lambda: AutoencoderLayer(64, 24, corruption="mask", noise=0.3, seed=1)  # noqa: E731
+    X, X_val = digits.X_train / 16.0, digits.X_val / 16.0
+    reference = layer()
+    expected = fit_autoencoder(reference, X, cfg, X_val=X_val, seed=2)
+
+    _kill_in_epoch(monkeypatch, 4)
+    with pytest.raises(_Killed):
+        fit_autoencoder(layer(), X, cfg, X_val=X_val, seed=2,
+                        checkpoint=TrainingCheckpoint(tmp_path / "ae.pt", every_s=0))
+    monkeypatch.undo()
+    resumed = layer()
+    history = fit_autoencoder(resumed, X, cfg, X_val=X_val, seed=2,
+                              checkpoint=TrainingCheckpoint(tmp_path / "ae.pt", every_s=0))
+    assert history == expected
+    assert _same_state(resumed.state_dict(), reference.state_dict())
+
+
+def test_a_checkpoint_of_other_settings_is_refused_and_one_of_another_stamp_ignored(digits, tmp_path, monkeypatch):
+    from stacked_ae import TrainingCheckpoint
+    cfg = TrainConfig(epochs=4, lr=3e-3, batch_size=64)
+    _kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(_Killed):
+        fit_classifier(_dropout_classifier(), digits.X_train, digits.y_train, cfg, seed=0,
+                       checkpoint=TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0))
+    monkeypatch.undo()
+    other = TrainConfig(epochs=4, lr=1e-2, batch_size=64)
+    with pytest.raises(ValueError, match=r"fit\.pt: training checkpoint written for config = .*lr=0\.003"):
+        fit_classifier(_dropout_classifier(), digits.X_train, digits.y_train, other, seed=0,
+                       checkpoint=TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0))
+    with pytest.raises(ValueError, match="written for seed = 0, but this run has 1"):
+        fit_classifier(_dropout_classifier(), digits.X_train, digits.y_train, cfg, seed=1,
+                       checkpoint=TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0))
+    # another stamp: the file belongs to other settings or data, so training starts over (and overwrites it)
+    fresh, restarted = _dropout_classifier(), _dropout_classifier()
+    expected = fit_classifier(fresh, digits.X_train, digits.y_train, other, seed=0)
+    history = fit_classifier(restarted, digits.X_train, digits.y_train, other, seed=0,
+                             checkpoint=TrainingCheckpoint(tmp_path / "fit.pt", stamp="b", every_s=0))
+    assert history == expected and _same_state(fresh.state_dict(), restarted.state_dict())
+    assert torch.load(tmp_path / "fit.pt", weights_only=True)["stamp"] == "b"
+
+
+def test_a_damaged_checkpoint_starts_training_over(digits, tmp_path):
+    from stacked_ae import TrainingCheckpoint
+    (tmp_path / "fit.pt").write_bytes(b"not a checkpoint")
+    cfg = TrainConfig(epochs=2, lr=3e-3, batch_size=64)
+    history = fit_classifier(_dropout_classifier(), digits.X_train, digits.y_train, cfg, seed=0,
+                             checkpoint=TrainingCheckpoint(tmp_path / "fit.pt"))
+    assert [row["epoch"] for row in history] == [1, 2]
+
+
+def test_checkpoint_saves_are_spaced_by_every_s(digits, tmp_path, monkeypatch):
+    """every_s bounds how often the state is written: with a clock that advances 100 s per epoch and
+    every_s=250, epochs 3 and 6 of 7 are kept (never the last: a finished run needs no checkpoint)."""
+    from stacked_ae import TrainingCheckpoint
+    epochs = _kill_in_epoch(monkeypatch, 0)          # counts epochs, never kills
+    checkpoint = TrainingCheckpoint(tmp_path / "fit.pt", every_s=250, clock=lambda: 100.0 * len(epochs))
+    saved, real_save = [], checkpoint.save
+    checkpoint.save = lambda state: (saved.append(state["epoch"]), real_save(state))
+    fit_classifier(_dropout_classifier(), digits.X_train, digits.y_train,
+                   TrainConfig(epochs=7, lr=3e-3, batch_size=64), seed=0, checkpoint=checkpoint)
+    assert saved == [3, 6]
+    with pytest.raises(ValueError, match="every_s must be a number >= 0"):
+        TrainingCheckpoint(tmp_path / "x.pt", every_s=-1)

@@ -369,3 +369,47 @@ def test_a_diverged_learning_rate_is_kept_as_diverged(tmp_path, monkeypatch):
     assert calls == ["random lr=1e+07"], calls
     message = results.loc[0, "message"]
     assert "random lr=1e+06: training loss became" in message and "random lr=1e+07" in message, message
+
+
+@pytest.mark.parametrize("task", ["classification", "reconstruction"])
+def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoch(tmp_path, monkeypatch, task):
+    """Ctrl-C in the third epoch of the random arm's second learning rate, its state kept after every epoch:
+    the rerun trains only that learning rate's third epoch and the third learning rate, leaves no partial/,
+    and gives the results and the history of an uninterrupted run."""
+    from stacked_ae.core import train
+    from stacked_ae.pipeline import arms
+    monkeypatch.setattr(arms, "CHECKPOINT_EVERY_S", 0.0)
+    settings = dict(GRID, task=task, arms=["random"])
+    if task == "reconstruction":
+        settings["data"] = {"dataset": "digits"}
+    cfg = from_dict(settings)
+    stages = stop_at(monkeypatch, arms, "fit_classifier" if task == "classification" else "fit_autoencoder", set())
+    real_epoch, epochs = train.train_epoch, []
+
+    def train_epoch(*args, **kwargs):
+        epochs.append(stages[-1])
+        if epochs.count("random lr=0.03") == 3 and stages[-1] == "random lr=0.03" and len(stages) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", train_epoch)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    partial = run_dir / "partial" / "arm_seed0_budgetall_random"
+    assert sorted(p.name for p in partial.iterdir()) == ["lr0.003.pt", "lr0.03.epochs.pt"]
+
+    epochs.clear()
+    run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    assert epochs == ["random lr=0.03"] + ["random lr=0.3"] * epochs_of(run_dir, 0.3), epochs
+    assert not (run_dir / "partial").exists()
+
+    reference = tmp_path / "uninterrupted"
+    run_pipeline(cfg, reference, device="cpu", progress=False)
+    pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(reference / "results.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "history.csv"), pd.read_csv(reference / "history.csv"))
+
+
+def epochs_of(run_dir: Path, lr: float) -> int:
+    history = pd.read_csv(run_dir / "history.csv")
+    return int((history["lr"] == lr).sum())
