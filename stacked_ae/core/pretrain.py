@@ -6,16 +6,20 @@ eval mode, without corruption), and returns the `StackedEncoder` and one history
 """
 from __future__ import annotations
 
+import io
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from .data import check_X
+from .files import atomic_write
 from .layers import AutoencoderLayer
 from .model import StackedEncoder
 from .pretrain_config import PretrainConfig
-from .train import evaluate_reconstruction, fit_autoencoder, resolve_device
+from .train import TrainingCheckpoint, evaluate_reconstruction, fit_autoencoder, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +28,21 @@ __all__ = ["PretrainConfig", "greedy_pretrain"]   # PretrainConfig lives in pret
 
 def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfig(), *, X_val=None,
                     seed: int = 0, device: str | torch.device = "cpu", progress: bool = True,
-                    conv: Sequence = (), image_shape=None,
-                    channels_last: bool = False) -> tuple[StackedEncoder, list[list[dict]]]:
+                    conv: Sequence = (), image_shape=None, channels_last: bool = False,
+                    checkpoint_dir: str | os.PathLike | None = None, checkpoint_stamp: str = "",
+                    checkpoint_every_s: float = 300.0) -> tuple[StackedEncoder, list[list[dict]]]:
     """Train one autoencoder per layer; layer k learns to reconstruct the codes of layer k-1.
 
     `conv` lists conv layers (ConvSpecs or dicts such as {"channels": 32, "stride": 2}) that come
     before the dense layers of `sizes`; they need the rows' `image_shape`, (H, W) or (C, H, W).
     Returns the stacked encoder (its layers are the trained modules, decoders included) and
     one history per layer: per epoch, train loss and, with X_val, validation loss.
+
+    With `checkpoint_dir`, a stopped run resumes where it stopped, with the result of an uninterrupted one:
+    each finished layer is kept there (`layer{k}.pt`: weights and history) and not trained again, and the
+    layer in training keeps its state at most every `checkpoint_every_s` seconds (`layer{k}.epochs.pt`,
+    see TrainingCheckpoint). Files of another `checkpoint_stamp` (the caller's fingerprint of settings and
+    data) are ignored and overwritten.
     """
     device = resolve_device(device)
     codes = check_X(X, "X").to(device)
@@ -43,9 +54,19 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
         layer = layer.to(device)
         train_cfg = cfg.train_config(k)
         stage = f"pretrain layer {k + 1}/{len(fresh)} ({_describe(layer)})"
-        history = fit_autoencoder(layer, codes, train_cfg, X_val=val_codes, seed=seed, stream=(k,),
-                                  stage=stage, progress=progress)
-        _record_final(history, layer, codes)
+        folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+        history = None if folder is None else _load_layer(folder / f"layer{k + 1}.pt", checkpoint_stamp, layer)
+        if history is not None:
+            log.info("%s: kept from an interrupted run, not trained again", stage)
+        else:
+            epochs = None if folder is None else TrainingCheckpoint(folder / f"layer{k + 1}.epochs.pt",
+                                                                      checkpoint_stamp, checkpoint_every_s)
+            history = fit_autoencoder(layer, codes, train_cfg, X_val=val_codes, seed=seed, stream=(k,),
+                                      stage=stage, progress=progress, checkpoint=epochs)
+            _record_final(history, layer, codes)
+            if folder is not None:
+                _save_layer(folder / f"layer{k + 1}.pt", checkpoint_stamp, layer, history)
+                epochs.clear()
         log.info("%s: final train loss %.4f", stage, history[-1]["train_loss"])
         layers.append(layer)
         histories.append(history)
@@ -53,6 +74,28 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
         if val_codes is not None:
             val_codes = _encode(layer, val_codes)
     return StackedEncoder(layers), histories
+
+
+def _save_layer(path: Path, stamp: str, layer, history: list[dict]) -> None:
+    buffer = io.BytesIO()
+    torch.save({"stamp": stamp, "history": history,
+                "state": {k: v.detach().cpu() for k, v in layer.state_dict().items()}}, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def _load_layer(path: Path, stamp: str, layer) -> list[dict] | None:
+    """Load a finished layer kept by `_save_layer` under `stamp` into `layer`; its history, or None."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("stamp") != stamp:
+            return None
+        layer.load_state_dict(saved["state"])
+        return saved["history"]
+    except Exception as err:   # damaged, or another architecture under the same stamp: train the layer again
+        log.warning("%s: unusable kept layer (%s); it is trained again", path, err)
+        return None
 
 
 def _describe(layer) -> str:

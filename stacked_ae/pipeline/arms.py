@@ -131,8 +131,9 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
         return ctx.stacks[seed]
     start = time.perf_counter()
     try:
-        stack, histories = _greedy(ctx, seed)
+        stack, histories = _greedy(ctx, seed, keep=(key, stamp))
     except TrainingDiverged as err:
+        ctx.run.clear_points(key)
         ctx.run.save_stage(key, {"seed": seed, "status": "failed", "message": f"pretraining, seed {seed}: {err}",
                                  "wall_seconds": time.perf_counter() - start}, stamp)
         raise TrainingDiverged(f"pretraining, seed {seed}: {err}") from None
@@ -142,14 +143,21 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
              "val_loss": row.get("val_loss")} for k, history in enumerate(histories) for row in history]
     ctx.run.save_stage(key, {"seed": seed, "status": "ok", "history": rows,
                              "wall_seconds": round(time.perf_counter() - start, 3)}, stamp)
+    ctx.run.clear_points(key)
     ctx.stacks[seed] = stack
     return stack
 
 
-def _greedy(ctx: RunContext, seed: int):
+def _greedy(ctx: RunContext, seed: int, keep: tuple[str, str] | None = None):
+    """Greedy pretraining of one seed; with `keep` = (stage key, fingerprint), finished layers and the state
+    of the layer in training are kept in partial/{key}/, so a stopped stage resumes where it stopped."""
+    kept = {}
+    if keep is not None and ctx.run.keeps_points:
+        kept = {"checkpoint_dir": ctx.run.points_dir(keep[0]), "checkpoint_stamp": keep[1],
+                "checkpoint_every_s": CHECKPOINT_EVERY_S}
     return greedy_pretrain(ctx.data.X_train, list(ctx.cfg.model.sizes), ctx.cfg.pretrain_config(),
                            X_val=ctx.data.X_val, seed=seed, device=ctx.device, progress=ctx.progress,
-                           **conv_settings(ctx))
+                           **conv_settings(ctx), **kept)
 
 
 def restore_encoder(ctx: RunContext, seed: int) -> bool:

@@ -121,6 +121,10 @@ class RunDir:
     def point_path(self, key: str, lr: float) -> Path:
         return self.root / "partial" / key / f"lr{lr:.6g}.pt"
 
+    def points_dir(self, key: str) -> Path:
+        """What an unfinished stage keeps (finished learning rates or layers, training states)."""
+        return self.root / "partial" / key
+
     def epochs_path(self, key: str, lr: float) -> Path:
         """The training state of a learning rate still in training (TrainingCheckpoint)."""
         return self.root / "partial" / key / f"lr{lr:.6g}.epochs.pt"
@@ -148,7 +152,7 @@ class RunDir:
             return None
 
     def clear_points(self, key: str) -> None:
-        """Drop the kept learning rates of a stage once its record is written."""
+        """Drop what an unfinished stage kept (learning rates, layers, training states) once its record is written."""
         folder = self.root / "partial" / key
         if folder.is_dir():
             for path in folder.iterdir():

@@ -265,3 +265,41 @@ def test_sigmoid_first_layer_on_data_outside_unit_interval_names_the_layer_and_r
                                          r"in \[-2, 1\.99\d\]"):
         greedy_pretrain(low_rank.X * 4 - 2, [4], PretrainConfig(epochs=1, output_activation="sigmoid"),
                         progress=False)
+
+
+def test_pretraining_stopped_in_its_second_layer_resumes_to_the_uninterrupted_stack(digits, tmp_path, monkeypatch):
+    """Killed in epoch 3 of layer 2 with checkpoint_dir: the rerun loads layer 1 (not trained again), resumes
+    layer 2 after its epoch 2, trains layer 3, and returns the weights and histories of a run never stopped."""
+    cfg = PretrainConfig(epochs=4, lr=1e-2, corruption="mask", noise=0.2)
+    X, X_val = digits.X_train / 16.0, digits.X_val / 16.0
+    pretrain = lambda **kept: greedy_pretrain(X, [32, 16, 8], cfg, X_val=X_val, seed=5,  # noqa: E731
+                                              progress=False, **kept)
+    expected_stack, expected = pretrain()
+
+    real, epochs = train_module.train_epoch, []
+
+    def train_epoch(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 4 + 3 and kill:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", train_epoch)
+    kill, kept = True, {"checkpoint_dir": tmp_path / "kept", "checkpoint_stamp": "s", "checkpoint_every_s": 0}
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(**kept)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["layer1.pt", "layer2.epochs.pt"]
+
+    kill, epochs[:] = False, []
+    stack, histories = pretrain(**kept)
+    assert len(epochs) == 2 + 4            # layer 2's last two epochs, then layer 3
+    assert histories == expected
+    for got, want in zip(stack.layers, expected_stack.layers, strict=True):
+        got, want = got.state_dict(), want.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["layer1.pt", "layer2.pt", "layer3.pt"]
+
+    # kept layers of another stamp are not used: everything trains again
+    epochs[:] = []
+    pretrain(checkpoint_dir=tmp_path / "kept", checkpoint_stamp="other", checkpoint_every_s=0)
+    assert len(epochs) == 3 * 4

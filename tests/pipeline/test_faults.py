@@ -413,3 +413,37 @@ def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoc
 def epochs_of(run_dir: Path, lr: float) -> int:
     history = pd.read_csv(run_dir / "history.csv")
     return int((history["lr"] == lr).sum())
+
+
+def test_pretraining_stopped_in_a_layer_resumes_there_and_leaves_no_partial(tmp_path, monkeypatch):
+    """Ctrl-C in pretraining's second layer: partial/pretrain_seed0 keeps layer 1 and layer 2's state; the
+    rerun trains only what was left and writes the encoder and results of an uninterrupted run."""
+    from stacked_ae.core import train
+    from stacked_ae.pipeline import arms
+    monkeypatch.setattr(arms, "CHECKPOINT_EVERY_S", 0.0)
+    settings = dict(GRID, arms=["pretrained"], pretrain={"epochs": 3, "batch_size": 64})
+    cfg = from_dict(settings)
+    real_epoch, epochs = train.train_epoch, []
+
+    def train_epoch(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 3 + 2 and kill:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", train_epoch)
+    kill, run_dir = True, tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    assert sorted(p.name for p in (run_dir / "partial" / "pretrain_seed0").iterdir()) == \
+        ["layer1.pt", "layer2.epochs.pt"]
+
+    kill, epochs[:] = False, []
+    run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    assert not (run_dir / "partial").exists()
+    reference = tmp_path / "uninterrupted"
+    run_pipeline(cfg, reference, device="cpu", progress=False)
+    assert (run_dir / "encoders" / "seed0.pt").read_bytes() == (reference / "encoders" / "seed0.pt").read_bytes()
+    pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(reference / "results.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "pretrain.csv").drop(columns="wall_seconds", errors="ignore"),
+                                  pd.read_csv(reference / "pretrain.csv").drop(columns="wall_seconds", errors="ignore"))
