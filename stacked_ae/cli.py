@@ -247,7 +247,7 @@ def cmd_status(args) -> int:
     import json
 
     from .pipeline.config import load_config
-    from .pipeline.status import count_states, read_run_config, stage_status
+    from .pipeline.status import count_states, describe_progress, read_run_config, stage_status
     cfg = load_config(args.file, args.overrides) if args.file else read_run_config(Path(args.run_dir))
     if not args.file and args.overrides:
         raise ValueError("--set needs a pipeline file to apply to: sae status RUN_DIR PIPELINE --set KEY=VALUE")
@@ -260,7 +260,8 @@ def cmd_status(args) -> int:
     words = {"stale": "would rerun (settings, data or code changed)", "missing": "not run yet", "failed": "failed"}
     for stage in stages:
         if stage["state"] != "finished":
-            print(f"  {stage['key']}: {words[stage['state']]}")
+            progress = f" (in progress: {describe_progress(stage['progress'])})" if "progress" in stage else ""
+            print(f"  {stage['key']}: {words[stage['state']]}{progress}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Which stages of a run folder are finished, missing, failed, or would rerun because the settings,
 the data or the code changed since they ran (`sae status RUN_DIR [PIPELINE]`).
 
-Reads only the run folder (and the pipeline file, if given): nothing is loaded or trained.
+Reads only the run folder (and the pipeline file, if given): nothing is trained. An unfinished stage's
+progress kept in partial/ (learning rates or layers finished, the epoch of the one in training) is read
+without loading its weights.
 """
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .arms import NEEDS_PRETRAINING, arm_fingerprint, pretrain_fingerprint
+import torch
+
+from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, arm_fingerprint, pretrain_fingerprint
 from .config import PipelineConfig, from_dict
 from .rundir import RunDir, budget_label
 
@@ -27,7 +31,10 @@ def stage_status(cfg: PipelineConfig, run_dir: Path) -> list[dict]:
     """One entry per stage of `cfg`: key, seed, budget, arm (None for pretraining) and state, one of STATES.
 
     `stale`: a record exists but was made under other settings, data or code, so a run would redo it. The
-    data are identified by the fingerprint the run's manifest recorded (a run on other data redoes all)."""
+    data are identified by the fingerprint the run's manifest recorded (a run on other data redoes all).
+    A stage not finished but with progress kept under today's settings has `progress`: {"unit": "learning
+    rates" or "layers", "done": n, "of": N, "training": None or {"lr" or "layer": ..., "epoch": e,
+    "epochs": E}}."""
     run = RunDir(Path(run_dir))
     try:
         manifest = json.loads((run.root / "manifest.json").read_text())
@@ -37,14 +44,71 @@ def stage_status(cfg: PipelineConfig, run_dir: Path) -> list[dict]:
     stages = []
     for seed in cfg.seeds:
         if any(arm in NEEDS_PRETRAINING for arm in cfg.arms):
-            stages.append(_state(run, f"pretrain_seed{seed}", pretrain_fingerprint(cfg, seed, data_id),
-                                 seed=seed, budget=None, arm=None))
+            key, stamp = f"pretrain_seed{seed}", pretrain_fingerprint(cfg, seed, data_id)
+            stages.append(_state(run, key, stamp, seed=seed, budget=None, arm=None))
+            if stages[-1]["state"] in ("missing", "stale"):
+                _add(stages[-1], _layers_kept(run, key, stamp, cfg))
         for budget in cfg.data.budgets:
             for arm in cfg.arms:
                 key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
                 stages.append(_state(run, key, arm_fingerprint(cfg, seed, budget, arm, data_id),
                                      seed=seed, budget=budget_label(budget), arm=arm))
+                if stages[-1]["state"] in ("missing", "stale") and arm not in SKLEARN_ARMS:
+                    _add(stages[-1], _rates_kept(run, key, cfg, lambda lr, s=seed, b=budget, a=arm:
+                                                 arm_fingerprint(cfg, s, b, a, data_id, lr)))
     return stages
+
+
+def _add(stage: dict, progress: dict | None) -> None:
+    if progress is not None:
+        stage["progress"] = progress
+
+
+def _peek(path: Path, stamp: str, key: str) -> dict | None:
+    """A kept file's small entries if it was kept under `stamp`; its tensors are mapped, not read."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    return saved if isinstance(saved, dict) and saved.get(key) == stamp else None
+
+
+def _rates_kept(run: RunDir, key: str, cfg: PipelineConfig, stamp) -> dict | None:
+    done = [lr for lr in cfg.finetune.lr if _peek(run.point_path(key, lr), stamp(lr), "fingerprint")]
+    training = None
+    for lr in cfg.finetune.lr:
+        state = _peek(run.epochs_path(key, lr), stamp(lr), "stamp")
+        if state is not None and lr not in done:
+            training = {"lr": lr, "epoch": int(state["epoch"]), "epochs": cfg.finetune.epochs}
+    if not done and training is None:
+        return None
+    return {"unit": "learning rates", "done": len(done), "of": len(cfg.finetune.lr), "training": training}
+
+
+def _layers_kept(run: RunDir, key: str, stamp: str, cfg: PipelineConfig) -> dict | None:
+    folder, n = run.points_dir(key), cfg.model.n_layers
+    done = [k for k in range(1, n + 1) if _peek(folder / f"layer{k}.pt", stamp, "stamp")]
+    training = None
+    for k in range(1, n + 1):
+        state = _peek(folder / f"layer{k}.epochs.pt", stamp, "stamp")
+        if state is not None and k not in done:
+            epochs = cfg.pretrain_config().train_config(k - 1).epochs
+            training = {"layer": k, "epoch": int(state["epoch"]), "epochs": epochs}
+    if not done and training is None:
+        return None
+    return {"unit": "layers", "done": len(done), "of": n, "training": training}
+
+
+def describe_progress(progress: dict) -> str:
+    """'2 of 5 learning rates finished; lr 0.001 kept after epoch 14 of 50'."""
+    text = f"{progress['done']} of {progress['of']} {progress['unit']} finished"
+    training = progress["training"]
+    if training is not None:
+        what = f"lr {training['lr']:g}" if "lr" in training else f"layer {training['layer']}"
+        text += f"; {what} kept after epoch {training['epoch']} of {training['epochs']}"
+    return text
 
 
 def _state(run: RunDir, key: str, stamp: str, **where) -> dict:
