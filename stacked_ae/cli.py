@@ -260,7 +260,7 @@ def cmd_status(args) -> int:
     words = {"stale": "would rerun (settings, data or code changed)", "missing": "not run yet", "failed": "failed"}
     for stage in stages:
         if stage["state"] != "finished":
-            progress = f" (in progress: {describe_progress(stage['progress'])})" if "progress" in stage else ""
+            progress = f"; in progress: {describe_progress(stage['progress'])}" if "progress" in stage else ""
             print(f"  {stage['key']}: {words[stage['state']]}{progress}")
     return 0
 

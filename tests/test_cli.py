@@ -258,8 +258,8 @@ def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatc
     capsys.readouterr()
     assert main(["status", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "  arm_seed0_budgetall_random: not run yet (in progress: 1 of 3 learning rates finished; lr 0.03 " \
-           "kept after epoch 2 of 4)" in lines, lines
+    assert "  arm_seed0_budgetall_random: not run yet; in progress: 1 of 3 learning rates finished; lr 0.03 " \
+           "kept after epoch 2 of 4" in lines, lines
     assert main(["status", str(out), "--json"]) == 0
     stage = next(s for s in json.loads(capsys.readouterr().out)["stages"] if s["arm"] == "random")
     assert stage["progress"] == {"unit": "learning rates", "done": 1, "of": 3,
@@ -270,5 +270,5 @@ def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatc
     assert main(["run", str(toml), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 130
     capsys.readouterr()
     assert main(["status", str(out)]) == 0
-    assert "  pretrain_seed0: not run yet (in progress: 1 of 2 layers finished; layer 2 kept after epoch 1 of 3)" \
+    assert "  pretrain_seed0: not run yet; in progress: 1 of 2 layers finished; layer 2 kept after epoch 1 of 3" \
         in capsys.readouterr().out.splitlines()
