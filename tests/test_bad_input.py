@@ -75,6 +75,8 @@ CONFIG_CASES = [
     ("pretrain-lr-zero", "[pretrain]\nlr = 0\n", r"pretrain.lr must be a positive number, got 0"),
     ("finetune-lr-negative", "[finetune]\nlr = [0.01, -0.1]\n", r"finetune.lr must be a positive number, got -0.1"),
     ("finetune-lr-empty", "[finetune]\nlr = []\n", r"finetune.lr must list at least one learning rate"),
+    ("finetune-probe-lr-negative", "[finetune]\nprobe_lr = [0.1, -1]\n",
+     r"finetune.probe_lr must be a positive number, got -1.0"),
     ("pretrain-batch-negative", "[pretrain]\nbatch_size = -32\n",
      r"pretrain.batch_size must be a positive integer, got -32"),
     ("patience-zero", "[finetune]\npatience = 0\n", r"finetune.patience must be a positive integer, got 0"),

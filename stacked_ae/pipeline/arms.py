@@ -215,7 +215,12 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
         if arm != "pca":
             depends["C_grid"] = C_GRID
         return fingerprint(depends)
-    finetune = settings["finetune"] if lr is None else {**settings["finetune"], "lr": [lr], "point": True}
+    finetune = dict(settings["finetune"])
+    probe = finetune.pop("probe_lr", None)    # the frozen arm's own grid, where given, stands in for lr
+    if arm == "frozen" and probe:
+        finetune["lr"] = probe
+    if lr is not None:
+        finetune.update(lr=[lr], point=True)
     depends.update(model=settings["model"], finetune=finetune, pretrain=settings["pretrain"])
     if arm not in NEEDS_PRETRAINING:
         depends["pretrain"] = {k: settings["pretrain"][k] for k in INIT_FIELDS}
@@ -287,7 +292,7 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
     every message. With `points`, each finished value is kept, and values kept earlier are not trained again
     (training is deterministic for a seed, so the result is that of an uninterrupted stage)."""
     best, errors, history = None, [], []
-    for lr in ctx.cfg.finetune.lr:
+    for lr in ctx.cfg.finetune.grid(arm):
         kept = points.load(lr) if points is not None else None
         if kept is not None:
             record, state = kept
@@ -316,7 +321,7 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
         raise TrainingDiverged(f"{arm}: every learning rate diverged: " + "; ".join(errors))
     model, lr, val, _ = best
     rows = [{"lr": grid_lr, **_history_row(row), "selected": grid_lr == lr} for grid_lr, r in history for row in r]
-    return model, {"lr": lr, "on_grid_edge": on_grid_edge(lr, ctx.cfg.finetune.lr), **val}, rows
+    return model, {"lr": lr, "on_grid_edge": on_grid_edge(lr, ctx.cfg.finetune.grid(arm)), **val}, rows
 
 
 def on_grid_edge(value: float, grid) -> bool:

@@ -154,17 +154,24 @@ class FinetuneSection:
     precision: str = "fp32"            # fp32 | bf16: training steps under bfloat16 autocast
     dropout: float = 0.0               # drop probability of each hidden unit in training (pretrained, random)
     input_dropout: float = 0.0         # drop probability of each input in training (pretrained, random)
+    probe_lr: tuple[float, ...] = ()   # the frozen arm's grid (a linear probe: the head alone trains, on fixed
+    #                                    codes, and its best rate lies higher); empty: the same grid as lr
 
     def __post_init__(self):
         if not self.lr:
             raise ConfigError("finetune.lr must list at least one learning rate")
-        try:   # the library's checks, their messages prefixed with the section
-            check_dropout("dropout", self.dropout)
-            check_dropout("input_dropout", self.input_dropout)
-            for lr in self.lr:
-                self.train_config(lr)
-        except ValueError as err:
-            raise ConfigError(f"finetune.{err}") from None
+        for name in ("lr", "probe_lr"):
+            try:   # the library's checks, their messages prefixed with the section
+                check_dropout("dropout", self.dropout)
+                check_dropout("input_dropout", self.input_dropout)
+                for lr in getattr(self, name):
+                    self.train_config(lr)
+            except ValueError as err:
+                raise ConfigError(f"finetune.{err}".replace("finetune.lr ", f"finetune.{name} ")) from None
+
+    def grid(self, arm: str) -> tuple[float, ...]:
+        """The learning rates a network arm tries: probe_lr for the frozen arm where given, else lr."""
+        return self.probe_lr if arm == "frozen" and self.probe_lr else self.lr
 
     def train_config(self, lr: float) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=lr, batch_size=self.batch_size, optimizer=self.optimizer,
@@ -253,6 +260,8 @@ class PipelineConfig:
         settings = _plain(dataclasses.asdict(self))
         if not self.model.conv:   # dense pipelines keep the settings (and the fingerprints) they had
             del settings["model"]["conv"]
+        if not self.finetune.probe_lr:   # likewise pipelines whose frozen arm shares the grid
+            del settings["finetune"]["probe_lr"]
         return settings
 
     def to_json(self) -> str:

@@ -54,7 +54,8 @@ def stage_status(cfg: PipelineConfig, run_dir: Path) -> list[dict]:
                 stages.append(_state(run, key, arm_fingerprint(cfg, seed, budget, arm, data_id),
                                      seed=seed, budget=budget_label(budget), arm=arm))
                 if stages[-1]["state"] in ("missing", "stale") and arm not in SKLEARN_ARMS:
-                    _add(stages[-1], _rates_kept(run, key, cfg, lambda lr, s=seed, b=budget, a=arm:
+                    _add(stages[-1], _rates_kept(run, key, cfg.finetune.grid(arm), cfg.finetune.epochs,
+                                                 lambda lr, s=seed, b=budget, a=arm:
                                                  arm_fingerprint(cfg, s, b, a, data_id, lr)))
     return stages
 
@@ -75,16 +76,16 @@ def _peek(path: Path, stamp: str, key: str) -> dict | None:
     return saved if isinstance(saved, dict) and saved.get(key) == stamp else None
 
 
-def _rates_kept(run: RunDir, key: str, cfg: PipelineConfig, stamp) -> dict | None:
-    done = [lr for lr in cfg.finetune.lr if _peek(run.point_path(key, lr), stamp(lr), "fingerprint")]
+def _rates_kept(run: RunDir, key: str, grid, epochs: int, stamp) -> dict | None:
+    done = [lr for lr in grid if _peek(run.point_path(key, lr), stamp(lr), "fingerprint")]
     training = None
-    for lr in cfg.finetune.lr:
+    for lr in grid:
         state = _peek(run.epochs_path(key, lr), stamp(lr), "stamp")
         if state is not None and lr not in done:
-            training = {"lr": lr, "epoch": int(state["epoch"]), "epochs": cfg.finetune.epochs}
+            training = {"lr": lr, "epoch": int(state["epoch"]), "epochs": epochs}
     if not done and training is None:
         return None
-    return {"unit": "learning rates", "done": len(done), "of": len(cfg.finetune.lr), "training": training}
+    return {"unit": "learning rates", "done": len(done), "of": len(grid), "training": training}
 
 
 def _layers_kept(run: RunDir, key: str, stamp: str, cfg: PipelineConfig) -> dict | None:

@@ -162,16 +162,26 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
 def _tuning_settings(run: RunData) -> tuple[list[float], int | None, int | None]:
     """The fine-tuning learning-rate grid, epoch cap and early-stopping patience of the run's config."""
     f = _finetune(run)
-    grid = [float(v) for v in f.get("lr", [])] if isinstance(f.get("lr"), list) else []
+    grid = _floats(f.get("lr"))
     cap = f.get("epochs") if isinstance(f.get("epochs"), int) else None
     patience = f.get("patience") if isinstance(f.get("patience"), int) else None
     return grid, cap, patience
 
 
+def _floats(values) -> list[float]:
+    return [float(v) for v in values] if isinstance(values, list) else []
+
+
+def _probe_grid(run: RunData) -> list[float]:
+    """The frozen arm's own grid (finetune.probe_lr), or [] where it shares the networks' grid."""
+    return _floats(_finetune(run).get("probe_lr"))
+
+
 def tuning_rows(run: RunData) -> list[tuple[str, ...]]:
     grid, cap, patience = _tuning_settings(run)
+    probe = _probe_grid(run)
     return [row for b in run.budgets for arm in run.arms
-            if (row := tuning_row(run, b, arm, grid, cap, patience))]
+            if (row := tuning_row(run, b, arm, probe if arm == "frozen" and probe else grid, cap, patience))]
 
 
 def tuning_blocks(run: RunData) -> list[Block]:
@@ -179,10 +189,13 @@ def tuning_blocks(run: RunData) -> list[Block]:
     rows = tuning_rows(run)
     if not rows:
         return []
+    probe = _probe_grid(run)
+    probe_text = f"; frozen: {', '.join(f'{v:g}' for v in probe)}" if probe and "frozen" in run.arms else ""
     return [Heading(2, "Tuning"),
             Para(f"What each arm selected on validation, over seeds: the learning rate (grid "
-                 f"{', '.join(f'{v:g}' for v in grid) or DASH}; the count of seeds that chose each value) or the "
-                 f"baselines' regularisation C (inf: none), and the best epoch of each seed against the cap of "
+                 f"{', '.join(f'{v:g}' for v in grid) or DASH}{probe_text}; the count of seeds that chose each "
+                 f"value) or the baselines' regularisation C (inf: none), and the best epoch of each seed against "
+                 f"the cap of "
                  f"{cap or DASH} epochs{f' (early stopping patience {patience})' if patience else ''}. "
                  f"A selection on the edge of its grid, or a best epoch on the cap or within the patience "
                  f"before it, means the optimum may lie outside what was tried."),

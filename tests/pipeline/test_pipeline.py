@@ -387,6 +387,35 @@ def test_mirrored_decoders_rerun_only_the_stages_whose_decoders_changed(monkeypa
     assert moved(recon) == {"pretrain", "pretrained", "random"}
 
 
+def test_a_probe_grid_moves_only_the_frozen_arm_and_is_what_it_tries(tmp_path):
+    """finetune.probe_lr gives the frozen arm (a linear probe) its own grid: only its fingerprint moves (a
+    pipeline without it keeps every fingerprint and config.json key it had), it trains exactly those rates, and
+    its grid edge is judged against them, in results.csv and in the report's Tuning section."""
+    import json
+
+    from stacked_ae.report.render import render_report
+    base = dict(TINY, arms=["pretrained", "random", "frozen", "logreg", "pca-logreg"])
+    probed = dict(base, finetune=dict(TINY["finetune"], probe_lr=[0.03, 0.1, 0.3]))
+    before, after = _fingerprints(base), _fingerprints(probed)
+    assert {stage for stage in after if after[stage] != before[stage]} == {"frozen"}
+    assert "probe_lr" not in from_dict(base).to_dict()["finetune"]
+    same = dict(base, finetune=dict(TINY["finetune"], probe_lr=[]))
+    assert _fingerprints(same) == before
+
+    cfg = from_dict(dict(probed, seeds=[0], data={"dataset": "digits", "budgets": ["all"]}))
+    results = run_pipeline(cfg, tmp_path / "run", device="cpu", progress=False)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert sorted(history.loc[history["arm"] == "frozen", "lr"].unique()) == [0.03, 0.1, 0.3]
+    assert sorted(history.loc[history["arm"] == "random", "lr"].unique()) == [0.01, 0.03]
+    frozen = results[results["arm"] == "frozen"].iloc[0]
+    assert frozen["lr"] in (0.03, 0.1, 0.3) and bool(frozen["on_grid_edge"]) == (frozen["lr"] != 0.1)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["finetune"]["probe_lr"] == [0.03, 0.1, 0.3]
+    text = render_report(tmp_path / "run").read_text()
+    assert "grid 0.01, 0.03; frozen: 0.03, 0.1, 0.3;" in text
+    row = next(line for line in text.splitlines() if line.startswith("| all | frozen |"))
+    assert ("at the" in row) == (frozen["lr"] != 0.1), row
+
+
 def test_the_random_arms_start_depends_on_no_pretrain_setting_but_its_fingerprints():
     """StackedEncoder.random gives the same weights whatever the [pretrain] settings outside INIT_FIELDS (and
     layer activations), so leaving them out of the random arm's fingerprint never reuses a stale result."""
