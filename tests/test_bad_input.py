@@ -77,6 +77,7 @@ CONFIG_CASES = [
     ("finetune-lr-empty", "[finetune]\nlr = []\n", r"finetune.lr must list at least one learning rate"),
     ("finetune-probe-lr-negative", "[finetune]\nprobe_lr = [0.1, -1]\n",
      r"finetune.probe_lr must be a positive number, got -1.0"),
+    ("finetune-extend-negative", "[finetune]\nextend = -1\n", r"finetune.extend must be an integer >= 0 \(0: the grid"),
     ("pretrain-batch-negative", "[pretrain]\nbatch_size = -32\n",
      r"pretrain.batch_size must be a positive integer, got -32"),
     ("patience-zero", "[finetune]\npatience = 0\n", r"finetune.patience must be a positive integer, got 0"),

@@ -8,6 +8,7 @@ scikit-learn arms (`logreg`, `pca-logreg`, `pca`) are the classical baselines.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from ..core.train import (
     predict_logits,
 )
 from .config import PipelineConfig
-from .rundir import RunDir, fingerprint, npy_bytes
+from .rundir import RunDir, budget_label, fingerprint, json_bytes, npy_bytes
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,28 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
     return fingerprint(depends)
 
 
+def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str,
+                    restamp: bool = True) -> dict | None:
+    """The finished record of an arm's stage under today's settings, or None (the stage must run).
+
+    With `finetune.extend`, a record made without it whose selection sat inside its grid (or that failed: every
+    rate diverged) is today's result too, since extension would not have started: it is reused, and with
+    `restamp` its fingerprint is rewritten (its provenance kept), so later runs and checks find it directly."""
+    key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+    record = run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, data_id))
+    if record is not None or not cfg.finetune.extend or arm in SKLEARN_ARMS:
+        return record
+    plain = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, extend=0))
+    record = run.load_stage(key, arm_fingerprint(plain, seed, budget, arm, data_id))
+    result = (record or {}).get("result") or {}
+    if record is None or (result.get("status") == "ok" and result.get("on_grid_edge") is not False):
+        return None
+    if restamp:
+        record = {**record, "fingerprint": arm_fingerprint(cfg, seed, budget, arm, data_id)}
+        run.write(run.stage_path(key), json_bytes(record))
+    return record
+
+
 def load_cached_encoder(ctx: RunContext, path) -> StackedEncoder:
     """The encoder a finished pretraining stage saved; refused if damaged or not of this run's architecture
     (arms must differ only in their starting weights)."""
@@ -291,15 +314,19 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
     point's weights are loaded into. Grid values that diverge are skipped; if all diverge, the arm fails with
     every message. With `points`, each finished value is kept, and values kept earlier are not trained again
     (training is deterministic for a seed, so the result is that of an uninterrupted stage)."""
-    best, errors, history = None, [], []
-    for lr in ctx.cfg.finetune.grid(arm):
+    best, errors, history, tried = None, [], [], []
+
+    def fit_at(lr: float) -> bool:
+        """Fit (or load) one value; whether it trained without diverging."""
+        nonlocal best
+        tried.append(lr)
         kept = points.load(lr) if points is not None else None
         if kept is not None:
             record, state = kept
             log.info("%s: lr=%g kept from an interrupted run, not trained again", points.key, lr)
             if "diverged" in record:
                 errors.append(record["diverged"])
-                continue
+                return False
             model = build(lr)
             model.load_state_dict(state)
             model.to(ctx.device)
@@ -311,17 +338,46 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
                 errors.append(str(err))
                 if points is not None:
                     points.save(lr, {"diverged": str(err)}, None)
-                continue
+                return False
             if points is not None:
                 points.save(lr, {"rows": rows, "val": val, "key": list(key)}, model.state_dict())
         history.append((lr, rows))
         if best is None or key < best[3]:
             best = (model, lr, val, key)
+        return True
+
+    grid = ctx.cfg.finetune.grid(arm)
+    for lr in grid:
+        fit_at(lr)
+    for lr in _extension(grid, ctx.cfg.finetune.extend, lambda: best and best[1], tried):
+        log.info("%s: the best rate is the %s tried; trying lr=%g beyond it", arm,
+                 "lowest" if lr < min(grid) else "highest", lr)
+        fit_at(lr)
     if best is None:
         raise TrainingDiverged(f"{arm}: every learning rate diverged: " + "; ".join(errors))
     model, lr, val, _ = best
     rows = [{"lr": grid_lr, **_history_row(row), "selected": grid_lr == lr} for grid_lr, r in history for row in r]
-    return model, {"lr": lr, "on_grid_edge": on_grid_edge(lr, ctx.cfg.finetune.grid(arm)), **val}, rows
+    return model, {"lr": lr, "on_grid_edge": on_grid_edge(lr, tried), **val}, rows
+
+
+def _extension(grid, limit: int, best: Callable[[], float | None], tried: list[float]):
+    """The values beyond the grid that `finetune.extend` tries: while the best value so far is the lowest (or
+    highest) value tried, the next one beyond it, at most `limit` per end. The steps beyond an end repeat the
+    grid's last two steps at that end (1e-4 .. 1e-2 in steps of 3 and 3.33 goes on with 3e-2, 1e-1; down with
+    3e-5, 1e-5). A value beyond that diverged ends the search on its side (the optimum is not past it)."""
+    g = sorted(grid)
+    if limit <= 0 or len(g) < 2:
+        return
+    steps = {"high": [g[-2] / g[-3], g[-1] / g[-2]] if len(g) > 2 else [g[-1] / g[-2]],
+             "low": [g[2] / g[1], g[1] / g[0]] if len(g) > 2 else [g[1] / g[0]]}
+    added = {"low": 0, "high": 0}
+    while (chosen := best()) is not None:
+        side = "low" if chosen == min(tried) else "high" if chosen == max(tried) else None
+        if side is None or added[side] >= limit:
+            return
+        step = steps[side][added[side] % len(steps[side])]
+        added[side] += 1
+        yield float(f"{(chosen / step if side == 'low' else chosen * step):.6g}")
 
 
 def on_grid_edge(value: float, grid) -> bool:

@@ -156,10 +156,14 @@ class FinetuneSection:
     input_dropout: float = 0.0         # drop probability of each input in training (pretrained, random)
     probe_lr: tuple[float, ...] = ()   # the frozen arm's grid (a linear probe: the head alone trains, on fixed
     #                                    codes, and its best rate lies higher); empty: the same grid as lr
+    extend: int = 0                    # while a network arm's best rate is the lowest or highest tried, try the
+    #                                    next one beyond it (the grid's step at that end), at most this many per end
 
     def __post_init__(self):
         if not self.lr:
             raise ConfigError("finetune.lr must list at least one learning rate")
+        if isinstance(self.extend, bool) or not isinstance(self.extend, int) or self.extend < 0:
+            raise ConfigError(f"finetune.extend must be an integer >= 0 (0: the grid as given), got {self.extend!r}")
         for name in ("lr", "probe_lr"):
             try:   # the library's checks, their messages prefixed with the section
                 check_dropout("dropout", self.dropout)
@@ -262,6 +266,8 @@ class PipelineConfig:
             del settings["model"]["conv"]
         if not self.finetune.probe_lr:   # likewise pipelines whose frozen arm shares the grid
             del settings["finetune"]["probe_lr"]
+        if not self.finetune.extend:     # and pipelines whose grids are not extended
+            del settings["finetune"]["extend"]
         return settings
 
     def to_json(self) -> str:

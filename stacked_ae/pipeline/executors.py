@@ -25,7 +25,7 @@ import torch
 from ..core.files import atomic_write
 from ..core.model import StackedEncoder
 from ..core.train import TrainingDiverged
-from .arms import NEEDS_PRETRAINING, RunContext, arm_fingerprint, pretrain_fingerprint, pretrain_stage
+from .arms import NEEDS_PRETRAINING, RunContext, load_arm_record, pretrain_fingerprint, pretrain_stage
 from .config import from_dict
 from .rundir import RunDir, budget_label
 from .stages import run_stage
@@ -203,7 +203,7 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
             ctx.counts["pretrain computed"] += 1
     for seed, budget, arm in arm_stages(cfg):
         key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
-        if run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, ctx.data_id)) is not None:
+        if load_arm_record(run, cfg, seed, budget, arm, ctx.data_id) is not None:
             ctx.counts["reused"] += 1
             continue
         dependency = encoders.get(seed) if arm in NEEDS_PRETRAINING else None

@@ -13,7 +13,15 @@ import torch
 from ..core.data import labeled_subset
 from ..core.seeds import derive_seed
 from ..core.train import TrainingDiverged
-from .arms import NEEDS_PRETRAINING, GridPoints, RunContext, arm_fingerprint, pretrain_stage, train_arm
+from .arms import (
+    NEEDS_PRETRAINING,
+    GridPoints,
+    RunContext,
+    arm_fingerprint,
+    load_arm_record,
+    pretrain_stage,
+    train_arm,
+)
 from .config import PipelineConfig
 from .rundir import budget_label, subset_hash
 
@@ -24,7 +32,7 @@ def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     """One arm at one seed and budget; returns its results row (from cache when finished)."""
     key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
     stamp = arm_fingerprint(ctx.cfg, seed, budget, arm, ctx.data_id)
-    record = ctx.run.load_stage(key, stamp)
+    record = load_arm_record(ctx.run, ctx.cfg, seed, budget, arm, ctx.data_id)
     if record is not None:
         ctx.counts["reused"] += 1
         return record["result"]

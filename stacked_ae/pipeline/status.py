@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, arm_fingerprint, pretrain_fingerprint
+from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, arm_fingerprint, load_arm_record, pretrain_fingerprint
 from .config import PipelineConfig, from_dict
 from .rundir import RunDir, budget_label
 
@@ -53,6 +53,10 @@ def stage_status(cfg: PipelineConfig, run_dir: Path) -> list[dict]:
                 key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
                 stages.append(_state(run, key, arm_fingerprint(cfg, seed, budget, arm, data_id),
                                      seed=seed, budget=budget_label(budget), arm=arm))
+                if stages[-1]["state"] == "stale" and cfg.finetune.extend:   # a record that extension keeps
+                    record = load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
+                    if record is not None:
+                        stages[-1]["state"] = "failed" if _failed(record) else "finished"
                 if stages[-1]["state"] in ("missing", "stale") and arm not in SKLEARN_ARMS:
                     _add(stages[-1], _rates_kept(run, key, cfg.finetune.grid(arm), cfg.finetune.epochs,
                                                  lambda lr, s=seed, b=budget, a=arm:
@@ -122,8 +126,11 @@ def _state(run: RunDir, key: str, stamp: str, **where) -> dict:
         return {"key": key, **where, "state": "stale"}
     if record.get("fingerprint") != stamp:
         return {"key": key, **where, "state": "stale"}
-    failed = record.get("status") == "failed" or (record.get("result") or {}).get("status") == "failed"
-    return {"key": key, **where, "state": "failed" if failed else "finished"}
+    return {"key": key, **where, "state": "failed" if _failed(record) else "finished"}
+
+
+def _failed(record: dict) -> bool:
+    return record.get("status") == "failed" or (record.get("result") or {}).get("status") == "failed"
 
 
 def count_states(stages: list[dict]) -> dict[str, int]:

@@ -118,7 +118,7 @@ def _counts(values) -> str:
 
 
 def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int | None,
-               patience: int | None = None) -> tuple[str, ...] | None:
+               patience: int | None = None, extended: bool = False) -> tuple[str, ...] | None:
     rows = run.ok()
     rows = rows[(rows["budget"] == budget) & (rows["arm"] == arm)]
     if rows.empty:
@@ -127,7 +127,16 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
     column = "lr" if "lr" in rows and rows["lr"].notna().any() else "C" if "C" in rows else None
     chosen = [float(v) for v in rows[column].dropna()] if column else []
     selected = f"{column} {_counts(chosen)}" if chosen else DASH
-    if column == "lr" and len(grid) > 1 and chosen:
+    if column == "lr" and len(grid) > 1 and chosen and extended and "on_grid_edge" in rows:
+        # the grid grew beyond its ends where the best rate sat there: the edge is that of the rates tried
+        edges = [float(v) for v, edge in zip(rows["lr"], rows["on_grid_edge"], strict=True)
+                 if pd.notna(v) and _truthy(edge)]
+        sides = (("top", sum(v >= max(grid) for v in edges)), ("bottom", sum(v <= min(grid) for v in edges)))
+        for side, count in sides:
+            if count:
+                warnings.append(f"{count} of {len(chosen)} at the {side} of the rates tried, after extending the "
+                                f"grid: widen it further")
+    elif column == "lr" and len(grid) > 1 and chosen:
         for side, end in (("top", max(grid)), ("bottom", min(grid))):
             on_edge = sum(1 for v in chosen if v == end)
             if on_edge:
@@ -179,9 +188,15 @@ def _probe_grid(run: RunData) -> list[float]:
 
 def tuning_rows(run: RunData) -> list[tuple[str, ...]]:
     grid, cap, patience = _tuning_settings(run)
-    probe = _probe_grid(run)
+    probe, extended = _probe_grid(run), _extend(run) > 0
     return [row for b in run.budgets for arm in run.arms
-            if (row := tuning_row(run, b, arm, probe if arm == "frozen" and probe else grid, cap, patience))]
+            if (row := tuning_row(run, b, arm, probe if arm == "frozen" and probe else grid, cap, patience,
+                                  extended))]
+
+
+def _extend(run: RunData) -> int:
+    value = _finetune(run).get("extend")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def tuning_blocks(run: RunData) -> list[Block]:
@@ -191,6 +206,9 @@ def tuning_blocks(run: RunData) -> list[Block]:
         return []
     probe = _probe_grid(run)
     probe_text = f"; frozen: {', '.join(f'{v:g}' for v in probe)}" if probe and "frozen" in run.arms else ""
+    if _extend(run):
+        probe_text += (f"; extended by up to {_extend(run)} value{'s' if _extend(run) > 1 else ''} beyond an end "
+                       f"where the best rate sat on it")
     return [Heading(2, "Tuning"),
             Para(f"What each arm selected on validation, over seeds: the learning rate (grid "
                  f"{', '.join(f'{v:g}' for v in grid) or DASH}{probe_text}; the count of seeds that chose each "

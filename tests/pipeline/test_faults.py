@@ -447,3 +447,85 @@ def test_pretraining_stopped_in_a_layer_resumes_there_and_leaves_no_partial(tmp_
     pd.testing.assert_frame_equal(comparable(run_dir / "results.csv"), comparable(reference / "results.csv"))
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "pretrain.csv").drop(columns="wall_seconds", errors="ignore"),
                                   pd.read_csv(reference / "pretrain.csv").drop(columns="wall_seconds", errors="ignore"))
+
+
+# ---------------------------------------------------------------- grids that grow past an edge
+
+def _fake_grid(grid, extend: int, best_at: float, diverge_above: float = float("inf")):
+    """Run arms._grid on a validation loss with its minimum at `best_at` (in log10(lr)); returns (selected lr,
+    on_grid_edge, the rates in the order tried)."""
+    import math
+    from types import SimpleNamespace
+
+    from stacked_ae.core.train import TrainingDiverged
+    from stacked_ae.pipeline import arms
+    finetune = SimpleNamespace(grid=lambda arm: tuple(grid), extend=extend)
+    ctx = SimpleNamespace(cfg=SimpleNamespace(finetune=finetune))
+    order = []
+
+    def fit_one(lr):
+        order.append(lr)
+        if lr > diverge_above:
+            raise TrainingDiverged(f"lr={lr:g} diverged")
+        loss = (math.log10(lr) - math.log10(best_at)) ** 2
+        return object(), [{"epoch": 1, "train_loss": loss, "val_loss": loss}], {"val_loss": loss}, (loss,)
+
+    _, metrics, _ = arms._grid(ctx, "random", fit_one, build=None)
+    return metrics["lr"], metrics["on_grid_edge"], order
+
+
+def test_extend_tries_values_beyond_an_edge_until_the_best_is_inside():
+    """Beyond an end, the steps repeat the grid's last two at that end (0.01, 0.03, 0.1 goes on with 0.3, 1, 3
+    and down with 0.003, 0.001); the search stops once the best is inside what was tried, at the limit, or past
+    a value that diverged."""
+    assert _fake_grid([0.01, 0.03, 0.1], 3, best_at=0.5) == (0.3, False, [0.01, 0.03, 0.1, 0.3, 1.0])
+    assert _fake_grid([0.01, 0.03, 0.1], 3, best_at=0.001) == (0.001, False, [0.01, 0.03, 0.1, 0.003, 0.001, 0.0003])
+    assert _fake_grid([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], 3, best_at=1)[2][5:] == [0.03, 0.1, 0.3]
+    # the limit reached with the best still on the end: the selection is on the edge of what was tried
+    assert _fake_grid([0.01, 0.03, 0.1], 2, best_at=100) == (1.0, True, [0.01, 0.03, 0.1, 0.3, 1.0])
+    # a value beyond that diverges bounds the search: the best below it is inside what was tried
+    assert _fake_grid([0.01, 0.03, 0.1], 3, best_at=100, diverge_above=0.2) == (0.1, False, [0.01, 0.03, 0.1, 0.3])
+    # inside the grid, or extend = 0: nothing beyond
+    assert _fake_grid([0.01, 0.03, 0.1], 3, best_at=0.03) == (0.03, False, [0.01, 0.03, 0.1])
+    assert _fake_grid([0.01, 0.03, 0.1], 0, best_at=100) == (0.1, True, [0.01, 0.03, 0.1])
+
+
+def test_extend_reruns_only_the_stages_whose_selection_sat_on_an_edge(tmp_path, monkeypatch):
+    """Adding finetune.extend to a finished run: stages whose best rate was inside the grid are kept (extension
+    would not have started; their records are stamped for today's settings with their provenance kept), stages on
+    an edge train again with the grid grown past that edge."""
+    from stacked_ae.pipeline import arms
+    from stacked_ae.pipeline.status import stage_status
+    settings = dict(GRID, arms=["pretrained", "random", "frozen"], seeds=[0, 1],
+                    finetune=dict(GRID["finetune"], lr=[0.01, 0.1, 1.0]))
+    first = run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
+    edges = {f"{r.arm} seed {r.seed}" for r in first.itertuples() if r.on_grid_edge}
+    assert 0 < len(edges) < len(first), first[["seed", "arm", "lr", "on_grid_edge"]]   # the test needs both kinds
+
+    extended = dict(settings, finetune=dict(settings["finetune"], extend=2))
+    before = {p.name: json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("arm_*.json")}
+    calls = stop_at(monkeypatch, arms, "fit_classifier", set())
+    second = run_pipeline(from_dict(extended), tmp_path / "run", device="cpu", progress=False)
+    retrained = {stage.split(" lr=")[0] for stage in calls}
+    assert retrained == {e.split(" seed")[0] for e in edges}
+    assert len(calls) >= 3 * len(edges)
+    kept = first[~first["on_grid_edge"].astype(bool)]
+    pd.testing.assert_frame_equal(comparable_rows(second, kept), comparable_rows(kept, kept))
+    for name, record in before.items():
+        after = json.loads((tmp_path / "run" / "stages" / name).read_text())
+        if not record["result"]["on_grid_edge"]:
+            assert after["git_commit"] == record["git_commit"] and after["history"] == record["history"]
+    cfg = from_dict(extended)
+    assert {s["state"] for s in stage_status(cfg, tmp_path / "run")} == {"finished"}
+    assert not second.loc[second["arm"].isin(["pretrained", "random", "frozen"]), "on_grid_edge"].isna().any()
+    from stacked_ae.report.render import render_report
+    text = render_report(tmp_path / "run").read_text()
+    assert "grid 0.01, 0.1, 1; extended by up to 2 values beyond an end where the best rate sat on it;" in text
+    still = second[second["on_grid_edge"].astype(bool)]
+    assert ("of the rates tried, after extending the grid: widen it further" in text) == (not still.empty)
+
+
+def comparable_rows(results: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    keys = rows[["seed", "arm"]].apply(tuple, axis=1)
+    picked = results[results[["seed", "arm"]].apply(tuple, axis=1).isin(keys)]
+    return picked.drop(columns=["wall_seconds"]).sort_values(["seed", "arm"]).reset_index(drop=True)
