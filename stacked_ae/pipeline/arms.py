@@ -220,7 +220,8 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
     probe = finetune.pop("probe_lr", None)    # the frozen arm's own grid, where given, stands in for lr
     if arm == "frozen" and probe:
         finetune["lr"] = probe
-    if lr is not None:
+    if lr is not None:   # one rate's training does not depend on how far the grid may grow
+        finetune.pop("extend", None)
         finetune.update(lr=[lr], point=True)
     depends.update(model=settings["model"], finetune=finetune, pretrain=settings["pretrain"])
     if arm not in NEEDS_PRETRAINING:

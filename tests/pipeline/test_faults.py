@@ -503,6 +503,9 @@ def test_extend_reruns_only_the_stages_whose_selection_sat_on_an_edge(tmp_path, 
     assert 0 < len(edges) < len(first), first[["seed", "arm", "lr", "on_grid_edge"]]   # the test needs both kinds
 
     extended = dict(settings, finetune=dict(settings["finetune"], extend=2))
+    from stacked_ae.pipeline.arms import arm_fingerprint
+    assert arm_fingerprint(from_dict(extended), 0, "all", "random", "d", 0.1) == \
+        arm_fingerprint(from_dict(settings), 0, "all", "random", "d", 0.1)   # kept rates survive adding extend
     before = {p.name: json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("arm_*.json")}
     calls = stop_at(monkeypatch, arms, "fit_classifier", set())
     second = run_pipeline(from_dict(extended), tmp_path / "run", device="cpu", progress=False)
