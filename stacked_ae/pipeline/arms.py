@@ -83,7 +83,22 @@ class GridPoints:
         in a Ray worker, whose unit of resumption is the stage."""
         if not self.run.keeps_points:
             return None
-        return TrainingCheckpoint(self.run.epochs_path(self.key, lr), self.stamp(lr), CHECKPOINT_EVERY_S)
+        return _SaidCheckpoint(self.run.epochs_path(self.key, lr), self.stamp(lr), CHECKPOINT_EVERY_S,
+                               what=f"{self.key}: lr={lr:g}")
+
+
+class _SaidCheckpoint(TrainingCheckpoint):
+    """A training checkpoint whose resumption the run's log says (the core's per-epoch log is quieter)."""
+
+    def __init__(self, *args, what: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.what = what
+
+    def load(self) -> dict | None:
+        state = super().load()
+        if state is not None:
+            log.info("%s resumes after epoch %d, kept by an interrupted run", self.what, state["epoch"])
+        return state
 
 
 def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor,

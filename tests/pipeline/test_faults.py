@@ -7,6 +7,7 @@ within one epoch (sigmoid units saturate instead, and their losses stay finite).
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -372,7 +373,8 @@ def test_a_diverged_learning_rate_is_kept_as_diverged(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("task", ["classification", "reconstruction"])
-def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoch(tmp_path, monkeypatch, task):
+def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoch(tmp_path, monkeypatch, caplog,
+                                                                                 task):
     """Ctrl-C in the third epoch of the random arm's second learning rate, its state kept after every epoch:
     the rerun trains only that learning rate's third epoch and the third learning rate, leaves no partial/,
     and gives the results and the history of an uninterrupted run."""
@@ -400,7 +402,9 @@ def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoc
     assert sorted(p.name for p in partial.iterdir()) == ["lr0.003.pt", "lr0.03.epochs.pt"]
 
     epochs.clear()
-    run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    with caplog.at_level(logging.INFO, logger="stacked_ae.pipeline"):
+        run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    assert "arm_seed0_budgetall_random: lr=0.03 resumes after epoch 2, kept by an interrupted run" in caplog.text
     assert epochs == ["random lr=0.03"] + ["random lr=0.3"] * epochs_of(run_dir, 0.3), epochs
     assert not (run_dir / "partial").exists()
 
