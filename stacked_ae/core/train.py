@@ -319,7 +319,7 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
     schedule = make_schedule(optimizer, cfg)
     history, best, best_epoch, best_state, stale = [], None, None, None, 0
     streams = [g for g in (generator, *generators) if g is not None]
-    first = 1
+    first, spent, started = 1, 0.0, time.perf_counter()
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None:
         _resume(state, checkpoint, cfg=cfg, seed=seed, stream=stream, n=len(X), model=model,
@@ -327,7 +327,7 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
         history, best_epoch, stale = state["history"], state["best_epoch"], state["stale"]
         best = None if state["best"] is None else tuple(state["best"])
         best_state = state["best_state"]
-        first = state["epoch"] + 1
+        first, spent = state["epoch"] + 1, float(state.get("elapsed", 0.0))
         log.info("%s: resumed after epoch %d from %s", stage, state["epoch"], checkpoint.path)
     # a manual bar: iterating tqdm over the epochs only refreshes its count now and then, so a postfix
     # written every epoch would show a count that stands still
@@ -360,6 +360,7 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
         if checkpoint is not None and epoch < cfg.epochs and checkpoint.due():
             checkpoint.save({
                 "epoch": epoch, "config": repr(cfg), "seed": seed, "stream": list(stream), "n": len(X),
+                "elapsed": spent + time.perf_counter() - started,   # seconds of training, all runs together
                 "model": _cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "generators": [g.get_state() for g in streams],
                 "model_rng": model.rng_state() if hasattr(model, "rng_state") else None,

@@ -72,6 +72,8 @@ class GridPoints:
     def load(self, lr: float) -> tuple[dict, dict | None] | None:
         return self.run.load_point(self.key, lr, self.stamp(lr))
 
+    carried: dict = field(default_factory=dict)   # lr -> seconds its training took in earlier, stopped runs
+
     def save(self, lr: float, record: dict, state: dict | None) -> None:
         self.run.save_point(self.key, lr, record, state, self.stamp(lr))
         if (checkpoint := self.epochs(lr)) is not None:
@@ -84,20 +86,22 @@ class GridPoints:
         if not self.run.keeps_points:
             return None
         return _SaidCheckpoint(self.run.epochs_path(self.key, lr), self.stamp(lr), CHECKPOINT_EVERY_S,
-                               what=f"{self.key}: lr={lr:g}")
+                               what=f"{self.key}: lr={lr:g}",
+                               carried=lambda seconds: self.carried.__setitem__(lr, seconds))
 
 
 class _SaidCheckpoint(TrainingCheckpoint):
     """A training checkpoint whose resumption the run's log says (the core's per-epoch log is quieter)."""
 
-    def __init__(self, *args, what: str, **kwargs):
+    def __init__(self, *args, what: str, carried: Callable[[float], None], **kwargs):
         super().__init__(*args, **kwargs)
-        self.what = what
+        self.what, self.carried = what, carried
 
     def load(self) -> dict | None:
         state = super().load()
         if state is not None:
             log.info("%s resumes after epoch %d, kept by an interrupted run", self.what, state["epoch"])
+            self.carried(float(state.get("elapsed", 0.0)))
         return state
 
 
@@ -331,14 +335,16 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
     every message. With `points`, each finished value is kept, and values kept earlier are not trained again
     (training is deterministic for a seed, so the result is that of an uninterrupted stage)."""
     best, errors, history, tried = None, [], [], []
+    earlier = 0.0   # seconds spent on this stage by earlier, stopped runs (kept rates, kept training states)
 
     def fit_at(lr: float) -> bool:
         """Fit (or load) one value; whether it trained without diverging."""
-        nonlocal best
+        nonlocal best, earlier
         tried.append(lr)
         kept = points.load(lr) if points is not None else None
         if kept is not None:
             record, state = kept
+            earlier += float(record.get("seconds", 0.0))
             log.info("%s: lr=%g kept from an interrupted run, not trained again", points.key, lr)
             if "diverged" in record:
                 errors.append(record["diverged"])
@@ -348,6 +354,7 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
             model.to(ctx.device)
             rows, val, key = record["rows"], record["val"], tuple(record["key"])
         else:
+            start = time.perf_counter()
             try:
                 model, rows, val, key = fit_one(lr)
             except TrainingDiverged as err:
@@ -355,8 +362,11 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
                 if points is not None:
                     points.save(lr, {"diverged": str(err)}, None)
                 return False
+            before = points.carried.get(lr, 0.0) if points is not None else 0.0
+            earlier += before
             if points is not None:
-                points.save(lr, {"rows": rows, "val": val, "key": list(key)}, model.state_dict())
+                points.save(lr, {"rows": rows, "val": val, "key": list(key),
+                                 "seconds": before + time.perf_counter() - start}, model.state_dict())
         history.append((lr, rows))
         if best is None or key < best[3]:
             best = (model, lr, val, key)
@@ -373,7 +383,7 @@ def _grid(ctx: RunContext, arm: str, fit_one, build,
         raise TrainingDiverged(f"{arm}: every learning rate diverged: " + "; ".join(errors))
     model, lr, val, _ = best
     rows = [{"lr": grid_lr, **_history_row(row), "selected": grid_lr == lr} for grid_lr, r in history for row in r]
-    return model, {"lr": lr, "on_grid_edge": on_grid_edge(lr, tried), **val}, rows
+    return model, {"lr": lr, "on_grid_edge": on_grid_edge(lr, tried), **val, "earlier_seconds": earlier}, rows
 
 
 def _extension(grid, limit: int, best: Callable[[], float | None], tried: list[float]):

@@ -54,7 +54,8 @@ def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     except TrainingDiverged as err:
         row.update(status="failed", message=str(err))
         log.warning("seed %s, budget %s, arm %s failed: %s", seed, budget_label(budget), arm, err)
-    row["wall_seconds"] = round(time.perf_counter() - start, 3)
+    # an interrupted stage counts the training its earlier runs did too (kept rates and training states)
+    row["wall_seconds"] = round(time.perf_counter() - start + row.pop("earlier_seconds", 0.0), 3)
     for row_h in history:
         row_h.update(seed=seed, budget=budget_label(budget), arm=arm)
     ctx.run.save_stage(key, {"result": row, "history": history}, stamp)

@@ -400,6 +400,10 @@ def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoc
         run_pipeline(cfg, run_dir, device="cpu", progress=False)
     partial = run_dir / "partial" / "arm_seed0_budgetall_random"
     assert sorted(p.name for p in partial.iterdir()) == ["lr0.003.pt", "lr0.03.epochs.pt"]
+    import torch
+    earlier = json.loads(torch.load(partial / "lr0.003.pt", weights_only=True)["record"])["seconds"] + \
+        torch.load(partial / "lr0.03.epochs.pt", weights_only=True)["elapsed"]
+    assert earlier > 0
 
     epochs.clear()
     with caplog.at_level(logging.INFO, logger="stacked_ae.pipeline"):
@@ -407,6 +411,9 @@ def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoc
     assert "arm_seed0_budgetall_random: lr=0.03 resumes after epoch 2, kept by an interrupted run" in caplog.text
     assert epochs == ["random lr=0.03"] + ["random lr=0.3"] * epochs_of(run_dir, 0.3), epochs
     assert not (run_dir / "partial").exists()
+    # the stage's time counts the training its stopped run did (kept rate and kept epochs) too
+    resumed = pd.read_csv(run_dir / "results.csv").query("arm == 'random'")["wall_seconds"].iloc[0]
+    assert resumed >= round(earlier, 3)
 
     reference = tmp_path / "uninterrupted"
     run_pipeline(cfg, reference, device="cpu", progress=False)
