@@ -6,7 +6,6 @@ eval mode, without corruption), and returns the `StackedEncoder` and one history
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .data import check_X
-from .files import atomic_write
+from .files import cpu_state, load_stamped, save_torch
 from .layers import AutoencoderLayer
 from .model import StackedEncoder
 from .pretrain_config import PretrainConfig
@@ -77,23 +76,18 @@ def greedy_pretrain(X, sizes: Sequence[int], cfg: PretrainConfig = PretrainConfi
 
 
 def _save_layer(path: Path, stamp: str, layer, history: list[dict]) -> None:
-    buffer = io.BytesIO()
-    torch.save({"stamp": stamp, "history": history,
-                "state": {k: v.detach().cpu() for k, v in layer.state_dict().items()}}, buffer)
-    atomic_write(path, buffer.getvalue())
+    save_torch(path, {"stamp": stamp, "history": history, "state": cpu_state(layer.state_dict())})
 
 
 def _load_layer(path: Path, stamp: str, layer) -> list[dict] | None:
     """Load a finished layer kept by `_save_layer` under `stamp` into `layer`; its history, or None."""
-    if not path.is_file():
+    saved = load_stamped(path, stamp)
+    if saved is None:
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("stamp") != stamp:
-            return None
         layer.load_state_dict(saved["state"])
         return saved["history"]
-    except Exception as err:   # damaged, or another architecture under the same stamp: train the layer again
+    except Exception as err:   # another architecture under the same stamp: train the layer again
         log.warning("%s: unusable kept layer (%s); it is trained again", path, err)
         return None
 

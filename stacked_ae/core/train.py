@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import io
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import check_labels, check_X
-from .files import atomic_write
+from .files import cpu_state, load_stamped, save_torch
 from .layers import activate, full_precision, loss_from_logits
 from .seeds import derive_seed
 
@@ -253,32 +252,17 @@ class TrainingCheckpoint:
 
     def load(self) -> dict | None:
         """The state kept under this stamp, or None (none kept, another stamp, or unreadable)."""
-        if not self.path.is_file():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as err:   # damaged (a disk error, an edit by hand): start over rather than fail
-            log.warning("%s: unreadable training checkpoint (%s); training starts over", self.path, err)
-            return None
-        if not isinstance(state, dict) or state.get("stamp") != self.stamp:
-            return None
-        return state
+        return load_stamped(self.path, self.stamp)
 
     def due(self) -> bool:
         return self.clock() - self._last >= self.every_s
 
     def save(self, state: dict) -> None:
-        buffer = io.BytesIO()
-        torch.save({**state, "stamp": self.stamp}, buffer)
-        atomic_write(self.path, buffer.getvalue())
+        save_torch(self.path, {**state, "stamp": self.stamp})
         self._last = self.clock()
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _cpu(state: dict) -> dict:
-    return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
 
 def _resume(state: dict, checkpoint: TrainingCheckpoint, *, cfg: TrainConfig, seed: int, stream, n: int,
@@ -361,11 +345,11 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
             checkpoint.save({
                 "epoch": epoch, "config": repr(cfg), "seed": seed, "stream": list(stream), "n": len(X),
                 "elapsed": spent + time.perf_counter() - started,   # seconds of training, all runs together
-                "model": _cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
+                "model": cpu_state(model.state_dict()), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "generators": [g.get_state() for g in streams],
                 "model_rng": model.rng_state() if hasattr(model, "rng_state") else None,
                 "history": history, "best": None if best is None else list(best), "best_epoch": best_epoch,
-                "best_state": None if best_state is None else _cpu(best_state), "stale": stale})
+                "best_state": None if best_state is None else cpu_state(best_state), "stale": stale})
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

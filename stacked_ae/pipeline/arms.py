@@ -34,7 +34,7 @@ from ..core.train import (
     predict_logits,
 )
 from .config import PipelineConfig
-from .rundir import RunDir, budget_label, fingerprint, json_bytes, npy_bytes
+from .rundir import RunDir, arm_key, fingerprint, json_bytes, npy_bytes
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: st
     With `finetune.extend`, a record made without it whose selection sat inside its grid (or that failed: every
     rate diverged) is today's result too, since extension would not have started: it is reused, and with
     `restamp` its fingerprint is rewritten (its provenance kept), so later runs and checks find it directly."""
-    key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+    key = arm_key(seed, budget, arm)
     record = run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, data_id))
     if record is not None or not cfg.finetune.extend or arm in SKLEARN_ARMS:
         return record

@@ -27,7 +27,7 @@ from ..core.model import StackedEncoder
 from ..core.train import TrainingDiverged
 from .arms import NEEDS_PRETRAINING, RunContext, load_arm_record, pretrain_fingerprint, pretrain_stage
 from .config import from_dict
-from .rundir import RunDir, budget_label
+from .rundir import RunDir, arm_key, budget_label
 from .stages import run_stage
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
             encoders[seed], pending[ref] = ref, f"pretrain_seed{seed}"
             ctx.counts["pretrain computed"] += 1
     for seed, budget, arm in arm_stages(cfg):
-        key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+        key = arm_key(seed, budget, arm)
         if load_arm_record(run, cfg, seed, budget, arm, ctx.data_id) is not None:
             ctx.counts["reused"] += 1
             continue

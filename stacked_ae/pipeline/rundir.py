@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ..core.files import atomic_write
+from ..core.files import atomic_write, cpu_state, load_stamped, save_torch
 
 RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "n_val_labeled",
                   "subset_hash", "lr", "C", "on_grid_edge", "epochs_trained", "best_epoch", "val_error", "val_loss",
@@ -76,6 +75,11 @@ def budget_label(budget) -> str:
     return "all" if budget == "all" else str(int(budget))
 
 
+def arm_key(seed: int, budget, arm: str) -> str:
+    """The stage key of an arm at one seed and label budget (its record is stages/{key}.json)."""
+    return f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+
+
 class RunDir:
     """Paths and the stage cache of one run directory."""
 
@@ -132,23 +136,18 @@ class RunDir:
     def save_point(self, key: str, lr: float, record: dict, state: dict | None, fingerprint: str) -> None:
         """Keep one finished learning rate of stage `key` (its JSON-able `record` and the model's `state`), so
         that a stage stopped before its last learning rate resumes after the finished ones."""
-        buffer = io.BytesIO()
-        torch.save({"record": json.dumps(record), "fingerprint": fingerprint,
-                    "state": None if state is None else {k: v.detach().cpu() for k, v in state.items()}}, buffer)
-        atomic_write(self.point_path(key, lr), buffer.getvalue())
+        save_torch(self.point_path(key, lr), {"record": json.dumps(record), "fingerprint": fingerprint,
+                                              "state": None if state is None else cpu_state(state)})
 
     def load_point(self, key: str, lr: float, fingerprint: str) -> tuple[dict, dict | None] | None:
         """(record, state) of a finished learning rate kept by `save_point` under the same `fingerprint`,
         or None (never kept, kept under other settings, or unreadable: the learning rate is trained again)."""
-        path = self.point_path(key, lr)
-        if not path.is_file():
+        saved = load_stamped(self.point_path(key, lr), fingerprint, "fingerprint", warn=False)
+        if saved is None:
             return None
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("fingerprint") != fingerprint:
-                return None
             return json.loads(saved["record"]), saved["state"]
-        except Exception:   # damaged (a disk error, an edit by hand): train it again rather than fail the run
+        except Exception:   # damaged (an edit by hand): train it again rather than fail the run
             return None
 
     def clear_points(self, key: str) -> None:

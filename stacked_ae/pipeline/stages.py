@@ -23,14 +23,14 @@ from .arms import (
     train_arm,
 )
 from .config import PipelineConfig
-from .rundir import budget_label, subset_hash
+from .rundir import arm_key, budget_label, subset_hash
 
 log = logging.getLogger(__name__)
 
 
 def run_stage(ctx: RunContext, seed: int, budget, arm: str) -> dict:
     """One arm at one seed and budget; returns its results row (from cache when finished)."""
-    key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+    key = arm_key(seed, budget, arm)
     stamp = arm_fingerprint(ctx.cfg, seed, budget, arm, ctx.data_id)
     record = load_arm_record(ctx.run, ctx.cfg, seed, budget, arm, ctx.data_id)
     if record is not None:

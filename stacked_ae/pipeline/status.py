@@ -11,11 +11,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import torch
-
+from ..core.files import load_stamped
 from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, arm_fingerprint, load_arm_record, pretrain_fingerprint
 from .config import PipelineConfig, from_dict
-from .rundir import RunDir, budget_label
+from .rundir import RunDir, arm_key, budget_label
 
 STATES = ("finished", "failed", "stale", "missing")
 
@@ -50,7 +49,7 @@ def stage_status(cfg: PipelineConfig, run_dir: Path) -> list[dict]:
                 _add(stages[-1], _layers_kept(run, key, stamp, cfg))
         for budget in cfg.data.budgets:
             for arm in cfg.arms:
-                key = f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
+                key = arm_key(seed, budget, arm)
                 stages.append(_state(run, key, arm_fingerprint(cfg, seed, budget, arm, data_id),
                                      seed=seed, budget=budget_label(budget), arm=arm))
                 if stages[-1]["state"] == "stale" and cfg.finetune.extend:   # a record that extension keeps
@@ -71,13 +70,7 @@ def _add(stage: dict, progress: dict | None) -> None:
 
 def _peek(path: Path, stamp: str, key: str) -> dict | None:
     """A kept file's small entries if it was kept under `stamp`; its tensors are mapped, not read."""
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return None
-    return saved if isinstance(saved, dict) and saved.get(key) == stamp else None
+    return load_stamped(path, stamp, key, mmap=True, warn=False)
 
 
 def _rates_kept(run: RunDir, key: str, grid, epochs: int, stamp) -> dict | None:
