@@ -96,3 +96,27 @@ def mnist_load(mnist_root) -> MnistLoad:
 def mnist(mnist_load) -> stacked_ae.Dataset:
     """MNIST with the default seeded validation split (read-only)."""
     return mnist_load.dataset
+
+
+class EpochKiller:
+    """Wraps the training loop's `train_epoch`: each call appends `label()` to `calls` (clear it to count afresh),
+    and the call that makes `len(calls) == at` raises `error` instead of training, as a process killed in the
+    middle of that epoch would stop (`at = 0`: never)."""
+
+    def __init__(self, monkeypatch):
+        from stacked_ae.core import train
+        self.calls, self.at, self.error, self.label = [], 0, KeyboardInterrupt, lambda: 1
+        real = train.train_epoch
+
+        def train_epoch(*args, **kwargs):
+            self.calls.append(self.label())
+            if len(self.calls) == self.at:
+                raise self.error
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(train, "train_epoch", train_epoch)
+
+
+@pytest.fixture
+def epoch_killer(monkeypatch) -> EpochKiller:
+    return EpochKiller(monkeypatch)

@@ -231,29 +231,19 @@ def test_every_option_of_every_command_has_help_text():
     assert not missing, missing
 
 
-def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatch, capsys):
+def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatch, capsys, epoch_killer):
     """Stopped in the third epoch of the random arm's second learning rate (its state kept every epoch), and
     in pretraining's second layer: `sae status` says how far each stage got, as text and in --json."""
     import json
 
-    from stacked_ae.core import train
     from stacked_ae.pipeline import arms
     monkeypatch.setattr(arms, "CHECKPOINT_EVERY_S", 0.0)
     toml = tmp_path / "grid.toml"
     toml.write_text('name = "grid"\nseeds = [0]\narms = ["random", "logreg"]\n[data]\ndataset = "digits"\n'
                     'budgets = ["all"]\n[model]\nsizes = [24, 12]\n[pretrain]\nepochs = 3\nbatch_size = 64\n'
                     '[finetune]\nepochs = 4\nlr = [0.003, 0.03, 0.3]\nbatch_size = 64\n')
-    real, epochs = train.train_epoch, []
-
-    def train_epoch(*args, **kwargs):
-        epochs.append(1)
-        if len(epochs) == stop_at:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", train_epoch)
     out = tmp_path / "run"
-    stop_at = 4 + 3     # the random arm trains first: lr 0.003 runs its 4 epochs, then epoch 3 of lr 0.03
+    epoch_killer.at = 4 + 3     # the random arm trains first: lr 0.003 runs its 4 epochs, then epoch 3 of lr 0.03
     assert main(["run", str(toml), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 130
     capsys.readouterr()
     assert main(["status", str(out)]) == 0
@@ -266,7 +256,8 @@ def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatc
                                  "training": {"lr": 0.03, "epoch": 2, "epochs": 4}}
 
     toml.write_text(toml.read_text().replace('arms = ["random", "logreg"]', 'arms = ["pretrained"]'))
-    epochs[:], stop_at = [], 3 + 2      # epoch 2 of pretraining's layer 2
+    epoch_killer.calls.clear()
+    epoch_killer.at = 3 + 2      # epoch 2 of pretraining's layer 2
     assert main(["run", str(toml), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 130
     capsys.readouterr()
     assert main(["status", str(out)]) == 0

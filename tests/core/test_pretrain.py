@@ -267,7 +267,7 @@ def test_sigmoid_first_layer_on_data_outside_unit_interval_names_the_layer_and_r
                         progress=False)
 
 
-def test_pretraining_stopped_in_its_second_layer_resumes_to_the_uninterrupted_stack(digits, tmp_path, monkeypatch):
+def test_pretraining_stopped_in_its_second_layer_resumes_to_the_uninterrupted_stack(digits, tmp_path, epoch_killer):
     """Killed in epoch 3 of layer 2 with checkpoint_dir: the rerun loads layer 1 (not trained again), resumes
     layer 2 after its epoch 2, trains layer 3, and returns the weights and histories of a run never stopped."""
     cfg = PretrainConfig(epochs=4, lr=1e-2, corruption="mask", noise=0.2)
@@ -276,21 +276,15 @@ def test_pretraining_stopped_in_its_second_layer_resumes_to_the_uninterrupted_st
                                               progress=False, **kept)
     expected_stack, expected = pretrain()
 
-    real, epochs = train_module.train_epoch, []
-
-    def train_epoch(*args, **kwargs):
-        epochs.append(1)
-        if len(epochs) == 4 + 3 and kill:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_epoch", train_epoch)
-    kill, kept = True, {"checkpoint_dir": tmp_path / "kept", "checkpoint_stamp": "s", "checkpoint_every_s": 0}
+    epochs = epoch_killer.calls
+    epochs.clear()                                # counted from here: the reference above trained too
+    epoch_killer.at = 4 + 3                       # killed in epoch 3 of layer 2
+    kept = {"checkpoint_dir": tmp_path / "kept", "checkpoint_stamp": "s", "checkpoint_every_s": 0}
     with pytest.raises(KeyboardInterrupt):
         pretrain(**kept)
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["layer1.pt", "layer2.epochs.pt"]
 
-    kill, epochs[:] = False, []
+    epoch_killer.at, epochs[:] = 0, []
     stack, histories = pretrain(**kept)
     assert len(epochs) == 2 + 4            # layer 2's last two epochs, then layer 3
     assert histories == expected

@@ -336,19 +336,10 @@ class _Killed(Exception):
     """Stands for the process dying in the middle of an epoch."""
 
 
-def _kill_in_epoch(monkeypatch, n: int) -> list[int]:
-    """Make the n-th call of train_epoch (counted from now) raise _Killed; returns the call counter."""
-    from stacked_ae.core import train
-    real, calls = train.train_epoch, []
-
-    def train_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == n:
-            raise _Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", train_epoch)
-    return calls
+@pytest.fixture
+def killer(epoch_killer):
+    epoch_killer.error = _Killed
+    return epoch_killer
 
 
 def _same_state(a: dict, b: dict) -> bool:
@@ -359,7 +350,7 @@ def _dropout_classifier():
     return StackedEncoder.random(64, [32, 16], seed=0).classifier(10, seed=0, dropout=0.3, input_dropout=0.1)
 
 
-def test_a_classifier_killed_mid_epoch_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch):
+def test_a_classifier_killed_mid_epoch_resumes_to_the_uninterrupted_result(digits, tmp_path, killer):
     """Killed in epoch 5 with a state kept after every epoch: a fresh model resumes after epoch 4 and ends with
     the same history and the same weights, bit for bit, as a run never stopped (dropout masks, batch order, Adam,
     the cosine schedule and the early-stopping record all continue)."""
@@ -372,20 +363,21 @@ def test_a_classifier_killed_mid_epoch_resumes_to_the_uninterrupted_result(digit
     expected = fit(reference)
 
     checkpoint = TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0)
-    calls = _kill_in_epoch(monkeypatch, 5)
+    killer.calls.clear()          # counted from here: the reference above trained too
+    killer.at = 5
     with pytest.raises(_Killed):
         fit(_dropout_classifier(), checkpoint)
     assert torch.load(tmp_path / "fit.pt", weights_only=True)["epoch"] == 4
 
-    calls.clear()
+    killer.calls.clear()
     resumed = _dropout_classifier()
     history = fit(resumed, TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0))
-    assert len(calls) == len(expected) - 4          # only the epochs after the kept one were trained
+    assert len(killer.calls) == len(expected) - 4          # only the epochs after the kept one were trained
     assert history == expected
     assert _same_state(resumed.state_dict(), reference.state_dict())
 
 
-def test_a_denoising_autoencoder_resumes_with_its_corruption_stream(digits, tmp_path, monkeypatch):
+def test_a_denoising_autoencoder_resumes_with_its_corruption_stream(digits, tmp_path, killer):
     """Masking noise comes from its own generator: a resumed run continues it, so the result is the
     uninterrupted one; with an early stop the best epoch's weights are restored as before."""
     from stacked_ae import TrainingCheckpoint
@@ -395,11 +387,12 @@ def test_a_denoising_autoencoder_resumes_with_its_corruption_stream(digits, tmp_
     reference = layer()
     expected = fit_autoencoder(reference, X, cfg, X_val=X_val, seed=2)
 
-    _kill_in_epoch(monkeypatch, 4)
+    killer.calls.clear()
+    killer.at = 4
     with pytest.raises(_Killed):
         fit_autoencoder(layer(), X, cfg, X_val=X_val, seed=2,
                         checkpoint=TrainingCheckpoint(tmp_path / "ae.pt", every_s=0))
-    monkeypatch.undo()
+    killer.at = 0
     resumed = layer()
     history = fit_autoencoder(resumed, X, cfg, X_val=X_val, seed=2,
                               checkpoint=TrainingCheckpoint(tmp_path / "ae.pt", every_s=0))
@@ -407,14 +400,14 @@ def test_a_denoising_autoencoder_resumes_with_its_corruption_stream(digits, tmp_
     assert _same_state(resumed.state_dict(), reference.state_dict())
 
 
-def test_a_checkpoint_of_other_settings_is_refused_and_one_of_another_stamp_ignored(digits, tmp_path, monkeypatch):
+def test_a_checkpoint_of_other_settings_is_refused_and_one_of_another_stamp_ignored(digits, tmp_path, killer):
     from stacked_ae import TrainingCheckpoint
     cfg = TrainConfig(epochs=4, lr=3e-3, batch_size=64)
-    _kill_in_epoch(monkeypatch, 3)
+    killer.at = 3
     with pytest.raises(_Killed):
         fit_classifier(_dropout_classifier(), digits.X_train, digits.y_train, cfg, seed=0,
                        checkpoint=TrainingCheckpoint(tmp_path / "fit.pt", stamp="a", every_s=0))
-    monkeypatch.undo()
+    killer.at = 0
     other = TrainConfig(epochs=4, lr=1e-2, batch_size=64)
     with pytest.raises(ValueError, match=r"fit\.pt: training checkpoint written for config = .*lr=0\.003"):
         fit_classifier(_dropout_classifier(), digits.X_train, digits.y_train, other, seed=0,
@@ -440,11 +433,11 @@ def test_a_damaged_checkpoint_starts_training_over(digits, tmp_path):
     assert [row["epoch"] for row in history] == [1, 2]
 
 
-def test_checkpoint_saves_are_spaced_by_every_s(digits, tmp_path, monkeypatch):
+def test_checkpoint_saves_are_spaced_by_every_s(digits, tmp_path, epoch_killer):
     """every_s bounds how often the state is written: with a clock that advances 100 s per epoch and
     every_s=250, epochs 3 and 6 of 7 are kept (never the last: a finished run needs no checkpoint)."""
     from stacked_ae import TrainingCheckpoint
-    epochs = _kill_in_epoch(monkeypatch, 0)          # counts epochs, never kills
+    epochs = epoch_killer.calls          # counts epochs (at = 0: never kills)
     checkpoint = TrainingCheckpoint(tmp_path / "fit.pt", every_s=250, clock=lambda: 100.0 * len(epochs))
     saved, real_save = [], checkpoint.save
     checkpoint.save = lambda state: (saved.append(state["epoch"]), real_save(state))

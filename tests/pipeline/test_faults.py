@@ -374,11 +374,10 @@ def test_a_diverged_learning_rate_is_kept_as_diverged(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("task", ["classification", "reconstruction"])
 def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoch(tmp_path, monkeypatch, caplog,
-                                                                                 task):
+                                                                                 epoch_killer, task):
     """Ctrl-C in the third epoch of the random arm's second learning rate, its state kept after every epoch:
     the rerun trains only that learning rate's third epoch and the third learning rate, leaves no partial/,
     and gives the results and the history of an uninterrupted run."""
-    from stacked_ae.core import train
     from stacked_ae.pipeline import arms
     monkeypatch.setattr(arms, "CHECKPOINT_EVERY_S", 0.0)
     settings = dict(GRID, task=task, arms=["random"])
@@ -386,15 +385,8 @@ def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoc
         settings["data"] = {"dataset": "digits"}
     cfg = from_dict(settings)
     stages = stop_at(monkeypatch, arms, "fit_classifier" if task == "classification" else "fit_autoencoder", set())
-    real_epoch, epochs = train.train_epoch, []
-
-    def train_epoch(*args, **kwargs):
-        epochs.append(stages[-1])
-        if epochs.count("random lr=0.03") == 3 and stages[-1] == "random lr=0.03" and len(stages) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", train_epoch)
+    epochs, epoch_killer.label = epoch_killer.calls, lambda: stages[-1]
+    epoch_killer.at = 3 + 3      # lr 0.003 trains its 3 epochs (patience 3 cannot stop it), then epoch 3 of lr 0.03
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, run_dir, device="cpu", progress=False)
@@ -404,7 +396,9 @@ def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoc
     earlier = json.loads(torch.load(partial / "lr0.003.pt", weights_only=True)["record"])["seconds"] + \
         torch.load(partial / "lr0.03.epochs.pt", weights_only=True)["elapsed"]
     assert earlier > 0
+    assert epochs[-1] == "random lr=0.03"
 
+    epoch_killer.at = 0
     epochs.clear()
     with caplog.at_level(logging.INFO, logger="stacked_ae.pipeline"):
         run_pipeline(cfg, run_dir, device="cpu", progress=False)
@@ -426,30 +420,21 @@ def epochs_of(run_dir: Path, lr: float) -> int:
     return int((history["lr"] == lr).sum())
 
 
-def test_pretraining_stopped_in_a_layer_resumes_there_and_leaves_no_partial(tmp_path, monkeypatch):
+def test_pretraining_stopped_in_a_layer_resumes_there_and_leaves_no_partial(tmp_path, monkeypatch, epoch_killer):
     """Ctrl-C in pretraining's second layer: partial/pretrain_seed0 keeps layer 1 and layer 2's state; the
     rerun trains only what was left and writes the encoder and results of an uninterrupted run."""
-    from stacked_ae.core import train
     from stacked_ae.pipeline import arms
     monkeypatch.setattr(arms, "CHECKPOINT_EVERY_S", 0.0)
     settings = dict(GRID, arms=["pretrained"], pretrain={"epochs": 3, "batch_size": 64})
     cfg = from_dict(settings)
-    real_epoch, epochs = train.train_epoch, []
-
-    def train_epoch(*args, **kwargs):
-        epochs.append(1)
-        if len(epochs) == 3 + 2 and kill:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", train_epoch)
-    kill, run_dir = True, tmp_path / "run"
+    epochs, epoch_killer.at = epoch_killer.calls, 3 + 2     # killed in epoch 2 of layer 2
+    run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, run_dir, device="cpu", progress=False)
     assert sorted(p.name for p in (run_dir / "partial" / "pretrain_seed0").iterdir()) == \
         ["layer1.pt", "layer2.epochs.pt"]
 
-    kill, epochs[:] = False, []
+    epoch_killer.at, epochs[:] = 0, []
     run_pipeline(cfg, run_dir, device="cpu", progress=False)
     assert not (run_dir / "partial").exists()
     reference = tmp_path / "uninterrupted"
