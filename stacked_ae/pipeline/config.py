@@ -193,6 +193,8 @@ class RunSection:
     workers: int = 0                   # ray: worker processes to start on this machine; 0 = one per core
     address: str = ""                  # ray: join this cluster ("auto", or host:port) instead of starting one
     gpus_per_stage: float = 0.0        # ray: GPUs (or a fraction of one) per stage
+    shared_folder: str | bool = "auto"  # ray: the workers read and write the run folder's partial/, so a stopped
+                                        # stage resumes inside itself; auto: yes for workers started here
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -201,6 +203,14 @@ class RunSection:
             raise ConfigError(f"run.workers must be >= 0 (0: one per core), got {self.workers!r}")
         if not 0.0 <= self.gpus_per_stage:
             raise ConfigError(f"run.gpus_per_stage must be >= 0, got {self.gpus_per_stage!r}")
+        if self.shared_folder not in ("auto", True, False):
+            raise ConfigError("run.shared_folder must be \"auto\", true or false (whether Ray's workers see the run "
+                              f"folder), got {self.shared_folder!r}")
+
+    def shares_run_folder(self) -> bool:
+        """Whether Ray's workers keep an unfinished stage's progress in the run folder: they must see it (the
+        same filesystem). auto: yes when the run starts its own workers on this machine, no with an address."""
+        return not self.address if self.shared_folder == "auto" else bool(self.shared_folder)
 
 
 @dataclass(frozen=True)

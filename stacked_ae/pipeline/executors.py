@@ -5,8 +5,10 @@ The graph: pretrain(seed) feeds the arms that start from its encoder (`pretraine
 other arm depends on nothing. On Ray, the driver puts the dataset into the object store once, a
 pretraining task returns its encoder's bytes, and the arms that need it receive them through Ray's
 task dependencies. Every task returns the files its stage produced; only the driver writes the run
-folder, atomically, as the local executor does. A stage is seeded from its own settings only, so the
-executor never changes a number.
+folder, atomically, as the local executor does. Workers that can reach the run folder (started here, or
+`run.shared_folder = true` on a cluster with a shared filesystem) keep a stage's progress in its partial/
+as the local executor does, so a stopped stage resumes inside itself. A stage is seeded from its own
+settings only, so the executor never changes a number.
 """
 from __future__ import annotations
 
@@ -67,11 +69,19 @@ def run_local(ctx: RunContext, progress: bool) -> dict[str, str]:
 
 class MemoryRunDir(RunDir):
     """A worker's view of the run folder: what a stage writes is kept in memory for the driver, and the
-    stage records it is handed (a finished pretraining) are read from memory too."""
+    stage records it is handed (a finished pretraining) are read from memory too.
 
-    def __init__(self, root: Path, provenance: dict, files: dict[str, bytes] | None = None):
+    With `shared`, the run folder itself, which the worker can reach (the same filesystem), an unfinished
+    stage's progress (finished learning rates and layers, the training state of the one in training) is
+    kept in its partial/ as the local executor keeps it, so a stopped stage resumes inside itself. Without
+    it (a worker on another machine) the stage is the unit a stopped run resumes from."""
+
+    def __init__(self, root: Path, provenance: dict, files: dict[str, bytes] | None = None,
+                 shared: Path | None = None):
         super().__init__(root, provenance)
         self.files = dict(files or {})
+        self.shared = RunDir(shared, provenance) if shared is not None else None
+        self.keeps_points = self.shared is not None
 
     def write(self, path: Path, data: bytes) -> None:
         self.files[Path(path).relative_to(self.root).as_posix()] = data
@@ -81,28 +91,41 @@ class MemoryRunDir(RunDir):
         record = json.loads(blob) if blob is not None else None
         return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
 
-    # A worker may run on another machine than the driver's run folder: under Ray the stage, not the
-    # learning rate, is the unit that an interrupted run resumes from.
-    keeps_points = False
+    def point_path(self, key: str, lr: float) -> Path:
+        return self._partial().point_path(key, lr)
+
+    def points_dir(self, key: str) -> Path:
+        return self._partial().points_dir(key)
+
+    def epochs_path(self, key: str, lr: float) -> Path:
+        return self._partial().epochs_path(key, lr)
 
     def save_point(self, key, lr, record, state, fingerprint) -> None:
-        pass
+        if self.shared is not None:
+            self.shared.save_point(key, lr, record, state, fingerprint)
 
     def load_point(self, key, lr, fingerprint):
-        return None
+        return self.shared.load_point(key, lr, fingerprint) if self.shared is not None else None
 
     def clear_points(self, key) -> None:
-        pass
+        pass    # the driver clears them once it has written the stage's record: a stage is never left with neither
+
+    def _partial(self) -> RunDir:
+        if self.shared is None:
+            raise RuntimeError("a Ray worker without the run folder keeps no partial progress")
+        return self.shared
 
 
 def stage_task(cfg_dict: dict, data, stage: tuple, pretrained: dict | None, threads: int, device: str,
-               provenance: dict, data_id: str) -> dict:
-    """Run one stage in a worker; returns {"files": {relative path: bytes}, "node", "seconds"}."""
+               provenance: dict, data_id: str, shared: str | None = None) -> dict:
+    """Run one stage in a worker; returns {"files": {relative path: bytes}, "node", "seconds"}. `shared`: the run
+    folder's path, where the worker can reach it, to keep the stage's progress in (see MemoryRunDir)."""
     torch.set_num_threads(threads)
     cfg, (kind, seed, budget, arm) = from_dict(cfg_dict), stage
     device = torch.device(device)
     data = _to(data, device)
-    run = MemoryRunDir(Path("/run"), provenance, (pretrained or {}).get("files"))
+    run = MemoryRunDir(Path("/run"), provenance, (pretrained or {}).get("files"),
+                       shared=Path(shared) if shared else None)
     ctx = RunContext(cfg, data, run, device, False, {}, data_id)
     if pretrained and pretrained.get("encoder") is not None:
         ctx.stacks[seed] = StackedEncoder.from_bytes(pretrained["encoder"], map_location=device)
@@ -193,7 +216,8 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
     task = ray.remote(stage_task).options(num_cpus=1, num_gpus=settings.gpus_per_stage, max_retries=3)
     device = "cuda" if settings.gpus_per_stage > 0 else "cpu"
     common = (cfg.to_dict(), ray.put(_to(ctx.data, torch.device("cpu"))))
-    extra = (threads, device, run.provenance, ctx.data_id)
+    shared = str(run.root.resolve()) if settings.shares_run_folder() else None
+    extra = (threads, device, run.provenance, ctx.data_id, shared)
     pending, encoders, waits_on = {}, {}, {}
     for seed in pretrained_seeds(cfg):
         encoders[seed] = _cached_pretraining(run, cfg, seed, ctx.data_id)
@@ -214,7 +238,7 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
         ctx.counts["computed"] += 1
     slots = max(1, int(ray.cluster_resources().get("GPU" if settings.gpus_per_stage else "CPU", 1)
                        / (settings.gpus_per_stage or 1)))
-    return _collect(ray, run, pending, cfg.name, progress, waits_on, slots)
+    return _collect(ray, run, pending, cfg.name, progress, waits_on, slots, clear=shared is not None)
 
 
 def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | None:
@@ -238,7 +262,8 @@ def stage_counts(pending, waits_on: dict, slots: int) -> tuple[int, int]:
 
 
 def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool, waits_on: dict | None = None,
-             slots: int = 1) -> dict[str, str]:
+             slots: int = 1, clear: bool = False) -> dict[str, str]:
+    """Write each stage's files as its task finishes; with `clear`, then drop what the stage kept in partial/."""
     from tqdm.auto import tqdm
     placement, waits_on = {}, waits_on or {}
     bar = tqdm(total=len(pending), desc=name, unit="stage", disable=not progress)
@@ -249,6 +274,8 @@ def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool, waits_o
             key, out = pending.pop(ref), ray.get(ref)
             for relative, blob in out["files"].items():
                 atomic_write(run.root / relative, blob)
+            if clear:
+                run.clear_points(key)
             placement[key] = out["node"]
             log.info("%s: done on %s in %.1f s", key, out["node"], out["seconds"])
             bar.update()

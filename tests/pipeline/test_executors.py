@@ -4,11 +4,14 @@ started inside the test, after a worker is killed mid-stage, and when a rerun re
 Ray starts twice in this module (once on its own, once as a two-node cluster), so the module takes
 about a minute on 2 cores.
 """
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -57,6 +60,63 @@ def test_ray_on_local_workers_equals_the_local_run(local_run, tmp_path):
     assert frame.attrs["stages"] == {"computed": 20, "reused": 0, "pretrain computed": 2, "pretrain reused": 0}
     manifest = pd.read_json(out / "manifest.json", typ="series")
     assert manifest["executor"]["executor"] == "ray" and len(manifest["placement"]) == 22
+
+
+def test_a_stage_stopped_inside_a_learning_rate_resumes_there_on_local_workers(tmp_path, monkeypatch, epoch_killer):
+    """Workers started here see the run folder: a stage stopped in its second learning rate (the first rate
+    finished, the second's training state kept in partial/) resumes on Ray from what was kept, ends with the
+    results of an uninterrupted run, and the driver drops partial/ once it has written the stage's record."""
+    import torch
+    from test_faults import GRID
+
+    from stacked_ae.pipeline import arms
+    monkeypatch.setattr(arms, "CHECKPOINT_EVERY_S", 0.0)
+    settings = dict(GRID, arms=["random"])
+    out = tmp_path / "run"
+    epoch_killer.at = 3 + 2      # lr 0.003 trains its 3 epochs, then the run stops in epoch 2 of lr 0.03
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, out)
+    partial = out / "partial" / "arm_seed0_budgetall_random"
+    assert sorted(p.name for p in partial.iterdir()) == ["lr0.003.pt", "lr0.03.epochs.pt"]
+    # mark what was kept: a worker that resumes from it adds the marked seconds to the stage's wall time
+    point = torch.load(partial / "lr0.003.pt", weights_only=True)
+    point["record"] = json.dumps({**json.loads(point["record"]), "seconds": 1e6})
+    torch.save(point, partial / "lr0.003.pt")
+    state = torch.load(partial / "lr0.03.epochs.pt", weights_only=True)
+    torch.save({**state, "elapsed": 2e6}, partial / "lr0.03.epochs.pt")
+
+    epoch_killer.at = 0
+    assert not ray.is_initialized()
+    run(settings, out, executor="ray", workers=2)
+    assert not (out / "partial").exists()
+    assert pd.read_csv(out / "results.csv")["wall_seconds"].iloc[0] >= 3e6, "the kept rate and state were not used"
+    run(settings, tmp_path / "uninterrupted")
+    pd.testing.assert_frame_equal(results(out), results(tmp_path / "uninterrupted"))
+
+
+def test_a_worker_keeps_its_stage_progress_only_where_it_sees_the_run_folder(tmp_path, epoch_killer):
+    """stage_task with the run folder's path keeps a stopped stage's progress in its partial/; without it (a
+    worker on another machine) nothing is kept. auto: shared for workers started here, not with an address."""
+    from test_faults import GRID
+
+    from stacked_ae.core.data import load_dataset
+    from stacked_ae.pipeline.executors import MemoryRunDir, stage_task
+    cfg = from_dict(dict(GRID, arms=["random"]))
+    data = load_dataset("digits")
+    epoch_killer.at = 3 + 2
+    with pytest.raises(KeyboardInterrupt):
+        stage_task(cfg.to_dict(), data, ("arm", 0, "all", "random"), None, 1, "cpu", {}, "digits", str(tmp_path))
+    kept = tmp_path / "partial" / "arm_seed0_budgetall_random"
+    assert sorted(p.name for p in kept.iterdir()) == ["lr0.003.pt"]    # 5 minutes between training states
+    assert not MemoryRunDir(Path("/run"), {}).keeps_points
+    assert MemoryRunDir(Path("/run"), {}, shared=tmp_path).points_dir("k") == tmp_path / "partial" / "k"
+
+    section = cfg.run
+    assert section.shares_run_folder() and not replace(section, address="auto").shares_run_folder()
+    assert replace(section, address="auto", shared_folder=True).shares_run_folder()
+    assert not replace(section, shared_folder=False).shares_run_folder()
+    with pytest.raises(ValueError, match=r'run.shared_folder must be "auto", true or false.*got .yes.'):
+        from_dict(dict(GRID, run={"shared_folder": "yes"}))
 
 
 @pytest.fixture(scope="module")
