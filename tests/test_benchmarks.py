@@ -81,3 +81,17 @@ def test_precision_benchmark_times_both_networks_in_both_precisions(tmp_path):
     for row in rows:
         assert row["fp32_images_s"] > 0 and row["bf16_images_s"] > 0
         assert abs(row["bf16_speedup"] - row["bf16_images_s"] / row["fp32_images_s"]) < 1e-6 * row["bf16_speedup"]
+
+
+def test_checkpoint_benchmark_runs_and_reports_its_ratios(tmp_path):
+    """`bench_checkpoint.py --quick` exits 0 and records a save's size, time and both ratios."""
+    import json
+    out = tmp_path / "checkpoint.json"
+    script = BENCH.with_name("bench_checkpoint.py")
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    result = json.loads(out.read_text())
+    assert result["saves"] == 1 and result["state_mb"] > 0 and result["save_s_median"] > 0
+    assert result["save_over_interval"] == result["save_s_median"] / result["every_s"]
+    assert "save / one epoch" in proc.stdout

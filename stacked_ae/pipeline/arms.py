@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 
 NEEDS_PRETRAINING = ("pretrained", "frozen")
 # A network arm's learning rate in training keeps its state at most this often (seconds): an interrupted stage
-# loses at most this much training and one epoch. Saving the mnist-sdae classifier's state (weights with
-# the layers' decoders, Adam's moments, the best weights: 67 MB) took 0.42 s here (median of 5, fsync
-# included), 0.14% of the 5 minutes it follows.
+# loses at most this much training and one epoch. Saving the mnist-sdae classifier's state (weights, Adam's
+# moments, the best weights: 67 MB) takes about 0.5 s on a 2-core CPU, under 0.2% of the 5 minutes it follows
+# (benchmarks/bench_checkpoint.py, benchmarks/RESULTS.md).
 CHECKPOINT_EVERY_S = 300.0
 SKLEARN_ARMS = ("logreg", "pca-logreg", "pca")
 
