@@ -251,12 +251,18 @@ def cmd_status(args) -> int:
     cfg = load_config(args.file, args.overrides) if args.file else read_run_config(Path(args.run_dir))
     if not args.file and args.overrides:
         raise ValueError("--set needs a pipeline file to apply to: sae status RUN_DIR PIPELINE --set KEY=VALUE")
+    from .pipeline.rundir import busy, holder
     stages = stage_status(cfg, Path(args.run_dir))
     counts = count_states(stages)
+    running = busy(Path(args.run_dir))
     if args.json:
-        print(json.dumps({"run_dir": args.run_dir, "counts": counts, "stages": stages}, indent=2))
+        print(json.dumps({"run_dir": args.run_dir, "running": running,
+                          "holder": holder(Path(args.run_dir)) if running else None,
+                          "counts": counts, "stages": stages}, indent=2))
         return 0
     print(f"{args.run_dir}: {len(stages)} stages: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    if running:
+        print(f"  running now: {holder(Path(args.run_dir)) or 'a process holds the folder'}")
     words = {"stale": "would rerun (settings, data or code changed)", "missing": "not run yet", "failed": "failed"}
     for stage in stages:
         if stage["state"] != "finished":

@@ -10,6 +10,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +216,72 @@ def write_tables(run: RunDir, seeds: list[int], budgets: list, arms: list[str]) 
     pretrain_frame = pd.DataFrame(pretrain, columns=PRETRAIN_COLUMNS)
     write_csv(run.root / "pretrain.csv", pretrain_frame.sort_values(["seed", "layer", "epoch"], kind="stable"))
     return results
+
+
+# ---------------------------------------------------------------- one run at a time
+
+HOLDER_FILE = ".sae-run.pid"     # who holds the folder (informative; the lock itself is the kernel's)
+
+
+class RunFolderBusy(ValueError):
+    """Another run is writing this run folder."""
+
+
+@contextlib.contextmanager
+def hold(root: Path, command: str = ""):
+    """Hold the run folder `root` while a run writes it: a second run of the same folder meanwhile is refused
+    (RunFolderBusy, naming the process that holds it) rather than training the same stages twice. The lock is
+    an flock on the folder, which the kernel drops when the holding process ends, so a killed run leaves no
+    stale lock. Where flock is missing (Windows) nothing is held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderBusy(f"{root}: another run is writing this folder ({holder(root) or 'a process'}); "
+                                f"wait for it to end, or stop it (its finished work is kept), then run again") from None
+        info = root / HOLDER_FILE
+        atomic_write(info, json_bytes({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        try:
+            yield
+        finally:
+            info.unlink(missing_ok=True)
+    finally:
+        os.close(fd)     # drops the lock
+
+
+def busy(root: Path) -> bool:
+    """Whether a run holds the folder now (see `hold`)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(root, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def holder(root: Path) -> str:
+    """'pid P on HOST since T: COMMAND' of the run that holds the folder, from its holder file ('' if none)."""
+    try:
+        info = json.loads((Path(root) / HOLDER_FILE).read_text())
+        text = f"pid {info['pid']} on {info['host']} since {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return text + (f": {info['command']}" if info.get("command") else "")

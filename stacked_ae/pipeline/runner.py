@@ -32,7 +32,7 @@ from ..core.version import __version__
 from .arms import PROTOCOL, SKLEARN_ARMS, RunContext, restore_encoder
 from .config import ConfigError, PipelineConfig, from_dict
 from .executors import pretrained_seeds, run_local, run_ray
-from .rundir import RunDir, dataset_fingerprint, write_json, write_tables
+from .rundir import RunDir, dataset_fingerprint, hold, write_json, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,19 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
     None to leave torch's setting alone. `figures_current(run_dir)` says whether the folder's autoencoder
     figures are drawn from its current files; when it is given and says no, and no seed's checkpoint is
     left to draw them from, the first seed's pretraining is run again to write its encoder (see
-    `restore_encoder`)."""
+    `restore_encoder`). While it runs, it holds the folder: another run of the same folder is refused with
+    RunFolderBusy, naming the process (see `rundir.hold`)."""
     run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name,
                  provenance={"stacked_ae_version": __version__, "git_commit": _git_commit(), "protocol": PROTOCOL})
     check_run_dir(run)
     device = resolve_device(device)
     data = check_data(cfg, data_root)     # bad data fails here, before anything is written
+    with hold(run.root, _command()):      # one run writes a folder at a time: a second one is refused
+        return _run_held(run, cfg, data, device, force, progress, threads, figures_current)
+
+
+def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progress: bool, threads,
+              figures_current) -> pd.DataFrame:
     prepare_run_dir(run, cfg, force)
     data_id = dataset_fingerprint(data)
     _write_start(run, cfg, data, device, data_id)

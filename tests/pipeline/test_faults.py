@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from stacked_ae.cli import main
-from stacked_ae.pipeline.config import from_dict
+from stacked_ae.pipeline.config import dumps_toml, from_dict
+from stacked_ae.pipeline.rundir import RunFolderBusy
 from stacked_ae.pipeline.runner import run_pipeline
 
 TINY_TOML = """
@@ -528,3 +529,43 @@ def comparable_rows(results: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     keys = rows[["seed", "arm"]].apply(tuple, axis=1)
     picked = results[results[["seed", "arm"]].apply(tuple, axis=1).isin(keys)]
     return picked.drop(columns=["wall_seconds"]).sort_values(["seed", "arm"]).reset_index(drop=True)
+
+
+HOLD = ("import sys; from stacked_ae.pipeline.rundir import hold; held = hold(sys.argv[1], 'sae run other.toml'); "
+        "held.__enter__(); print('held', flush=True); sys.stdin.read()")
+
+
+def test_a_second_run_of_a_folder_in_use_is_refused_naming_the_first(tmp_path, capsys):
+    """While a run holds its folder, another run of it is refused before it writes anything (exit status 2 from
+    `sae run`), naming the holder's pid and command; `sae status` says it is running. A killed holder leaves no
+    lock behind (the kernel drops it), and a finished run leaves no holder file."""
+    settings = dict(GRID, arms=["logreg"])
+    cfg, run_dir = from_dict(settings), tmp_path / "run"
+    run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    run_pipeline(cfg, run_dir, device="cpu", progress=False)     # the first run let go of the folder
+    assert not (run_dir / ".sae-run.pid").exists()
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusy, match=rf"another run is writing this folder \(pid {holder.pid} on .*: "
+                                                r"sae run other.toml\)"):
+            run_pipeline(cfg, run_dir, device="cpu", progress=False)
+        pipeline = tmp_path / "grid.toml"
+        pipeline.write_text(dumps_toml(cfg))
+        capsys.readouterr()
+        assert main(["run", str(pipeline), "--out", str(run_dir), "--quiet"]) == 2
+        assert f"another run is writing this folder (pid {holder.pid}" in capsys.readouterr().err
+        assert main(["status", str(run_dir)]) == 0
+        assert f"running now: pid {holder.pid} on " in capsys.readouterr().out
+        after = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.name != ".sae-run.pid"}
+        assert after == {p: t for p, t in before.items()}, "a refused run wrote to the folder"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run_dir / ".sae-run.pid").exists()     # left by the killed holder: informative only
+    assert main(["status", str(run_dir)]) == 0 and "running now" not in capsys.readouterr().out
+    run_pipeline(cfg, run_dir, device="cpu", progress=False)
+    assert not (run_dir / ".sae-run.pid").exists()
