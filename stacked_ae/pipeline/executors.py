@@ -238,7 +238,7 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
         ctx.counts["computed"] += 1
     slots = max(1, int(ray.cluster_resources().get("GPU" if settings.gpus_per_stage else "CPU", 1)
                        / (settings.gpus_per_stage or 1)))
-    return _collect(ray, run, pending, cfg.name, progress, waits_on, slots, clear=shared is not None)
+    return _collect(ray, run, pending, cfg.name, progress, waits_on, slots)
 
 
 def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | None:
@@ -262,8 +262,9 @@ def stage_counts(pending, waits_on: dict, slots: int) -> tuple[int, int]:
 
 
 def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool, waits_on: dict | None = None,
-             slots: int = 1, clear: bool = False) -> dict[str, str]:
-    """Write each stage's files as its task finishes; with `clear`, then drop what the stage kept in partial/."""
+             slots: int = 1) -> dict[str, str]:
+    """Write each stage's files as its task finishes, then drop what the stage kept in partial/ (by its workers,
+    or by an earlier run of the folder that stopped inside it)."""
     from tqdm.auto import tqdm
     placement, waits_on = {}, waits_on or {}
     bar = tqdm(total=len(pending), desc=name, unit="stage", disable=not progress)
@@ -274,8 +275,7 @@ def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool, waits_o
             key, out = pending.pop(ref), ray.get(ref)
             for relative, blob in out["files"].items():
                 atomic_write(run.root / relative, blob)
-            if clear:
-                run.clear_points(key)
+            run.clear_points(key)
             placement[key] = out["node"]
             log.info("%s: done on %s in %.1f s", key, out["node"], out["seconds"])
             bar.update()

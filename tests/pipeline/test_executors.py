@@ -62,30 +62,35 @@ def test_ray_on_local_workers_equals_the_local_run(local_run, tmp_path):
     assert manifest["executor"]["executor"] == "ray" and len(manifest["placement"]) == 22
 
 
-def test_a_stage_stopped_inside_a_learning_rate_resumes_there_on_local_workers(tmp_path, monkeypatch, epoch_killer):
-    """Workers started here see the run folder: a stage stopped in its second learning rate (the first rate
-    finished, the second's training state kept in partial/) resumes on Ray from what was kept, ends with the
-    results of an uninterrupted run, and the driver drops partial/ once it has written the stage's record."""
+def stopped_in_a_learning_rate(out, monkeypatch, epoch_killer) -> dict:
+    """A local run of GRID's random arm stopped in epoch 2 of its second learning rate, the kept rate and training
+    state marked: a stage that resumes from them adds 3e6 marked seconds to its wall time. Returns the settings."""
     import torch
     from test_faults import GRID
 
     from stacked_ae.pipeline import arms
     monkeypatch.setattr(arms, "CHECKPOINT_EVERY_S", 0.0)
     settings = dict(GRID, arms=["random"])
-    out = tmp_path / "run"
     epoch_killer.at = 3 + 2      # lr 0.003 trains its 3 epochs, then the run stops in epoch 2 of lr 0.03
     with pytest.raises(KeyboardInterrupt):
         run(settings, out)
+    epoch_killer.at = 0
     partial = out / "partial" / "arm_seed0_budgetall_random"
     assert sorted(p.name for p in partial.iterdir()) == ["lr0.003.pt", "lr0.03.epochs.pt"]
-    # mark what was kept: a worker that resumes from it adds the marked seconds to the stage's wall time
     point = torch.load(partial / "lr0.003.pt", weights_only=True)
     point["record"] = json.dumps({**json.loads(point["record"]), "seconds": 1e6})
     torch.save(point, partial / "lr0.003.pt")
     state = torch.load(partial / "lr0.03.epochs.pt", weights_only=True)
     torch.save({**state, "elapsed": 2e6}, partial / "lr0.03.epochs.pt")
+    return settings
 
-    epoch_killer.at = 0
+
+def test_a_stage_stopped_inside_a_learning_rate_resumes_there_on_local_workers(tmp_path, monkeypatch, epoch_killer):
+    """Workers started here see the run folder: a stage stopped in its second learning rate (the first rate
+    finished, the second's training state kept in partial/) resumes on Ray from what was kept, ends with the
+    results of an uninterrupted run, and the driver drops partial/ once it has written the stage's record."""
+    out = tmp_path / "run"
+    settings = stopped_in_a_learning_rate(out, monkeypatch, epoch_killer)
     assert not ray.is_initialized()
     run(settings, out, executor="ray", workers=2)
     assert not (out / "partial").exists()
@@ -138,6 +143,20 @@ def test_ray_on_a_two_node_cluster_equals_the_local_run(cluster, local_run, tmp_
     pd.testing.assert_frame_equal(results(out), results(local_run))
     placement = pd.read_json(out / "manifest.json", typ="series")["placement"]
     assert len(set(placement.values())) >= 2, placement
+
+
+def test_cluster_workers_retrain_a_stopped_stage_and_the_driver_drops_its_partial(cluster, tmp_path, monkeypatch,
+                                                                                   epoch_killer):
+    """With an address, workers may be on other machines: they do not read the run folder's partial/, so the stage
+    trains from its start (the marked seconds are not counted), to the same results, and the driver then drops
+    what the stopped run kept."""
+    out = tmp_path / "run"
+    settings = stopped_in_a_learning_rate(out, monkeypatch, epoch_killer)
+    run(settings, out, executor="ray", address=cluster.address)
+    assert not (out / "partial").exists()
+    assert pd.read_csv(out / "results.csv")["wall_seconds"].iloc[0] < 1e6
+    run(settings, tmp_path / "uninterrupted")
+    pd.testing.assert_frame_equal(results(out), results(tmp_path / "uninterrupted"))
 
 
 def test_a_rerun_on_ray_reuses_finished_stages(cluster, local_run, tmp_path):
