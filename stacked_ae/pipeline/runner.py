@@ -68,12 +68,12 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
               figures_current) -> pd.DataFrame:
     prepare_run_dir(run, cfg, force)
     data_id = dataset_fingerprint(data)
-    _write_start(run, cfg, data, device, data_id)
-    ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
     previous_threads = torch.get_num_threads()
     if device.type == "cpu" and threads is not None:
         torch.set_num_threads(threads if threads != "auto" else auto_threads(cfg))
     try:
+        _write_start(run, cfg, data, device, data_id)    # records the threads this run trains with
+        ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
         if cfg.run.executor == "ray":
             placement = run_ray(ctx, cfg.run, progress)
         else:
@@ -261,7 +261,7 @@ def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.
                 # every invocation that worked on this folder; a resumed run's stages come from several
                 "invocations": [*previous.get("invocations", []),
                                 {"command": command, "started": _now(), "git_commit": commit,
-                                 "git_dirty": dirty}],
+                                 "git_dirty": dirty, "torch_threads": torch.get_num_threads()}],
                 "dataset": {"name": data.name, "n_train": len(data.X_train), "n_val": len(data.X_val),
                             "n_test": len(data.X_test), "n_features": data.n_features,
                             "image_shape": list(data.image_shape or []), "classes": list(data.classes),

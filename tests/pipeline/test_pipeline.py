@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from stacked_ae.pipeline.config import from_dict
 from stacked_ae.pipeline.runner import RunDirError, run_pipeline
@@ -160,12 +161,18 @@ def test_manifest_records_every_invocation(tiny_run, tmp_path):
     out = tmp_path / "twice"
     run_pipeline(from_dict(small), out, device="cpu", progress=False)
     first = json.loads((out / "manifest.json").read_text())
-    run_pipeline(from_dict(small), out, device="cpu", progress=False)
+    threads = torch.get_num_threads()
+    run_pipeline(from_dict(small), out, device="cpu", progress=False, threads=threads + 1)
+    assert torch.get_num_threads() == threads, "the caller's thread count is restored"
     second = json.loads((out / "manifest.json").read_text())
     assert len(first["invocations"]) == 1 and len(second["invocations"]) == 2
     assert second["started"] == first["started"] == first["invocations"][0]["started"]
     assert second["invocations"][0] == first["invocations"][0]
-    assert all(set(i) == {"command", "started", "git_commit", "git_dirty"} for i in second["invocations"])
+    assert all(set(i) == {"command", "started", "git_commit", "git_dirty", "torch_threads"}
+               for i in second["invocations"])
+    # the threads each invocation trained with, not the caller's setting before it
+    assert [i["torch_threads"] for i in second["invocations"]] == [threads, threads + 1]
+    assert second["torch_threads"] == threads + 1
     assert second["git_dirty"] == second["invocations"][-1]["git_dirty"]
     assert "/" not in second["command"].split()[0]
 
