@@ -148,7 +148,8 @@ def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
             previous = json.loads(config_path.read_text())
         except ValueError:
             previous = {}
-        changed = sorted(_changed_keys(_read_as_today(previous), cfg.to_dict()))
+        # [run] (how the stages run) never changes a stage: not worth a warning
+        changed = sorted(k for k in _changed_keys(_read_as_today(previous), cfg.to_dict()) if not k.startswith("run."))
         if changed:
             log.warning("%s: the config changed since the last run (%s); stages that depend on it are "
                         "recomputed, the others are reused", run.root, ", ".join(changed))

@@ -1,5 +1,6 @@
 """The runner on a tiny digits pipeline: arms, shared subsets, caching, resume, determinism."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -609,3 +610,21 @@ def test_a_run_folder_from_before_new_settings_is_resumed_silently(tmp_path, cap
     run_pipeline(from_dict(small), out, device="cpu", progress=False)
     assert "config changed" not in caplog.text
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == before
+
+
+def test_changing_how_stages_run_is_not_a_config_change(tmp_path, caplog):
+    """[run] (executor, workers, ...) never changes a stage: a rerun with other [run] settings warns of no change
+    and trains nothing, while a [finetune] edit is named."""
+    small = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]}, arms=["random"])
+    out = tmp_path / "run"
+    run_pipeline(from_dict(small), out, device="cpu", progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()}
+    with caplog.at_level(logging.WARNING, logger="stacked_ae.pipeline"):
+        run_pipeline(from_dict(dict(small, run={"workers": 3, "shared_folder": False})), out, device="cpu",
+                     progress=False)
+    assert "config changed" not in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == before
+    with caplog.at_level(logging.WARNING, logger="stacked_ae.pipeline"):
+        run_pipeline(from_dict(dict(small, finetune=dict(small["finetune"], epochs=2))), out, device="cpu",
+                     progress=False)
+    assert "the config changed since the last run (finetune.epochs)" in caplog.text
