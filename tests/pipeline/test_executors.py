@@ -22,6 +22,7 @@ from stacked_ae.pipeline.executors import ExecutorError, worker_threads
 from stacked_ae.pipeline.runner import run_pipeline
 
 ray = pytest.importorskip("ray")
+ray_constants = pytest.importorskip("ray._private.ray_constants")
 
 TINY = {
     "name": "tiny",
@@ -176,11 +177,16 @@ def test_a_worker_killed_mid_stage_is_retried_with_identical_results(cluster, tm
     slow = {**TINY, "seeds": [0], "pretrain": {**TINY["pretrain"], "epochs": 60}, "arms": ["pretrained", "logreg"]}
     run(slow, tmp_path / "local")
     killed = []
+    # only this cluster's workers (children of its raylets): never a worker of another Ray run on the machine
+    raylets = ",".join(str(info.process.pid) for node in cluster.list_all_nodes()
+                       for info in node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []))
+    assert raylets, "the test cluster's raylets were not found"
 
     def kill_one_worker():
         deadline = time.time() + 300     # generous: a loaded machine starts Ray's workers slowly
         while time.time() < deadline and not killed and not finished.is_set():
-            found = subprocess.run(["pgrep", "-f", "ray::stage_task"], capture_output=True, text=True).stdout.split()
+            found = subprocess.run(["pgrep", "-P", raylets, "-f", "ray::stage_task"], capture_output=True,
+                                   text=True).stdout.split()
             if found:
                 time.sleep(0.5)        # well inside the stage
                 subprocess.run(["kill", f"-{signal.SIGKILL.value}", found[0]])
