@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import socket
 import time
@@ -19,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.files import atomic_write, cpu_state, load_stamped, save_torch
+
+log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["task", "seed", "budget", "arm", "status", "message", "n_labeled", "n_val_labeled",
                   "subset_hash", "lr", "C", "on_grid_edge", "epochs_trained", "best_epoch", "val_error", "val_loss",
@@ -247,6 +250,10 @@ def hold(root: Path, command: str = ""):
         except BlockingIOError:
             raise RunFolderBusy(f"{root}: another run is writing this folder ({holder(root) or 'a process'}); "
                                 f"wait for it to end, or stop it (its finished work is kept), then run again") from None
+        except OSError as err:   # a filesystem without locks (some network mounts): run, unguarded
+            log.warning("%s: cannot lock the run folder (%s); a second run of it would not be refused", root, err)
+            yield
+            return
         info = root / HOLDER_FILE
         atomic_write(info, json_bytes({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))

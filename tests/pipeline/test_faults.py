@@ -569,3 +569,19 @@ def test_a_second_run_of_a_folder_in_use_is_refused_naming_the_first(tmp_path, c
     assert main(["status", str(run_dir)]) == 0 and "running now" not in capsys.readouterr().out
     run_pipeline(cfg, run_dir, device="cpu", progress=False)
     assert not (run_dir / ".sae-run.pid").exists()
+
+
+def test_a_folder_that_cannot_be_locked_still_runs_with_a_warning(tmp_path, monkeypatch, caplog):
+    """flock failing for another reason than a holder (a network mount without locks): the run goes on, and the
+    log says that a second run would not be refused."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="stacked_ae.pipeline"):
+        results = run_pipeline(from_dict(dict(GRID, arms=["logreg"])), tmp_path / "run", device="cpu", progress=False)
+    assert list(results["status"]) == ["ok"]
+    assert "cannot lock the run folder ([Errno 37] No locks available)" in caplog.text
