@@ -246,7 +246,7 @@ def hold(root: Path, command: str = ""):
     fd = os.open(root, os.O_RDONLY)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_soon(fcntl, fd)
         except BlockingIOError:
             raise RunFolderBusy(f"{root}: another run is writing this folder ({holder(root) or 'a process'}); "
                                 f"wait for it to end, or stop it (its finished work is kept), then run again") from None
@@ -263,6 +263,19 @@ def hold(root: Path, command: str = ""):
             info.unlink(missing_ok=True)
     finally:
         os.close(fd)     # drops the lock
+
+
+def _flock_soon(fcntl, fd: int, tries: int = 10, wait_s: float = 0.05) -> None:
+    """An exclusive flock on `fd`, tried a few times over half a second: `busy` (sae status) holds a shared lock
+    for an instant, which must not make a run that starts just then think the folder is in use."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(wait_s)
 
 
 def busy(root: Path) -> bool:

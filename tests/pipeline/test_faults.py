@@ -585,3 +585,29 @@ def test_a_folder_that_cannot_be_locked_still_runs_with_a_warning(tmp_path, monk
         results = run_pipeline(from_dict(dict(GRID, arms=["logreg"])), tmp_path / "run", device="cpu", progress=False)
     assert list(results["status"]) == ["ok"]
     assert "cannot lock the run folder ([Errno 37] No locks available)" in caplog.text
+
+
+def test_a_look_by_sae_status_does_not_make_a_starting_run_refuse(tmp_path, monkeypatch):
+    """`busy` (sae status) holds a shared lock for an instant: a run starting in that instant waits for it rather
+    than reporting the folder in use."""
+    import fcntl
+    import os
+
+    from stacked_ae.pipeline import rundir
+    root = tmp_path / "run"
+    root.mkdir()
+    looker = os.open(root, os.O_RDONLY)
+    fcntl.flock(looker, fcntl.LOCK_SH)           # sae status looking, right as the run starts
+    real_sleep = rundir.time.sleep
+
+    looks = [looker]
+
+    def sleep_then_release(seconds):
+        while looks:
+            os.close(looks.pop())                # the look ends during the run's first wait
+        real_sleep(seconds)
+
+    monkeypatch.setattr(rundir.time, "sleep", sleep_then_release)
+    with rundir.hold(root, "sae run x.toml"):
+        assert rundir.holder(root).endswith(": sae run x.toml")
+    assert not looks, "the run never waited for the look to end"
