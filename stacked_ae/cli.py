@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     encode = sub.add_parser("encode", help="encode a data file with a saved encoder")
     encode.add_argument("--model", required=True, help="encoder file (StackedEncoder.save, runs/*/encoders/*.pt)")
-    encode.add_argument("--input", required=True, help=".npy, .npz, .csv or .parquet")
+    encode.add_argument("--input", required=True, help=".npy, .npz, .csv or .parquet: a table of rows, or images "
+                        "(n, height, width) or (n, channels, height, width) in .npy/.npz")
     encode.add_argument("--output", required=True, help=".npy or .parquet")
     encode.add_argument("--batch-size", type=int, default=8192, help="rows encoded at a time (default 8192)")
     encode.add_argument("--label-column", default="label", help="column to drop from .csv/.parquet input")

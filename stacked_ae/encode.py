@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core.data import check_X, read_table
+from .core.checks import positive_int
+from .core.conv import image_shape3
+from .core.data import check_X, images_as_rows, read_table
 from .core.files import atomic_write
 from .core.model import DeepAutoencoder, StackedEncoder
 from .core.train import EVAL_BATCH
@@ -68,8 +70,7 @@ def encode_file(model: str | os.PathLike | StackedEncoder, input: str | os.PathL
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"{output}: unsupported output type {output.suffix!r}; expected "
                          f"{' or '.join(OUTPUT_SUFFIXES)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = positive_int("batch_size", batch_size)
     encoder = model if isinstance(model, StackedEncoder) else StackedEncoder.load(model)
     X, y = _read_features(input, label_column, encoder)
     bar = tqdm(range(0, len(X), batch_size), desc=f"encode {Path(input).name}", unit="batch",
@@ -82,9 +83,14 @@ def encode_file(model: str | os.PathLike | StackedEncoder, input: str | os.PathL
 def _read_features(path, label_column: str, encoder: StackedEncoder) -> tuple[torch.Tensor, np.ndarray | None]:
     """The feature table of `path` as a checked float32 tensor, and its labels (or None)."""
     X, y = read_table(path, label_column)
-    X = np.asarray(X)
+    X, image_shape = images_as_rows(np.asarray(X), str(path))     # images (n, H, W) or (n, C, H, W), as load_dataset
     if X.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D feature table (n_samples, n_features), got shape {X.shape}")
+        raise ValueError(f"{path}: expected a 2-D feature table (n_samples, n_features) or images (n, height, "
+                         f"width) or (n, channels, height, width), got shape {X.shape}")
+    expected = encoder.image_shape
+    if image_shape is not None and expected is not None and image_shape3(image_shape) != expected:
+        raise ValueError(f"{path}: holds images of shape {image_shape} but the encoder reads images of shape "
+                         f"{expected} (channels, height, width)")
     if X.shape[1] != encoder.n_in:
         raise ValueError(f"{path}: has {X.shape[1]} feature columns but the encoder expects {encoder.n_in}"
                          + (f" (label column {label_column!r} is excluded)" if y is not None else ""))

@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .core.conv import image_shape3
 from .core.model import StackedEncoder, check_dropout
 from .core.pretrain import greedy_pretrain
 from .core.pretrain_config import TRAIN_FIELDS, PretrainConfig, check_sizes, conv_specs
@@ -72,6 +73,7 @@ class _StackedAutoencoderBase(BaseEstimator):
         if self.image_shape is None:
             raise ValueError("conv layers need image_shape=(height, width) or (channels, height, width): the "
                              "shape of the images that each row of X holds")
+        image_shape3(self.image_shape)      # a ValueError naming image_shape, before anything is built
         return {"conv": specs, "image_shape": tuple(self.image_shape)}
 
     def _n_layers(self) -> int:

@@ -239,6 +239,8 @@ TABLE_CASES = [
      r"t\.csv: features contain 1 NaN or infinite values"),
     ("csv-nan-label", "t.csv", _text("a,b,label\n1,2,\n2,3,1\n4,5,0\n6,7,1\n"),
      r"t\.csv: the label column contains NaN or infinite values"),
+    ("csv-missing-text-label", "t.csv", _text("a,b,label\n1,2,cat\n2,3,dog\n4,5,\n6,7,cat\n"),
+     r"t\.csv: the label column has 1 missing value \(the first in row 3 of 4\); every row needs a label"),
     ("csv-header-only", "t.csv", _text("a,b,label\n"),
      r"t\.csv: the table is empty \(columns \['a', 'b', 'label'\], 0 rows\); expected at least one row"),
     ("csv-empty-file", "t.csv", _text(""), r"t\.csv: cannot parse \(EmptyDataError: No columns to parse"),
@@ -298,6 +300,8 @@ LABEL_CASES = [   # numpy labels through fit_classifier are in test_train; these
     ("float-tensor", torch.tensor([0.0, 1.5, 2.0]), {}, r"y must hold integer class labels, got non-integer floats "
                                                         r"such as \[1.5\]"),
     ("nan", np.array([0.0, np.nan]), {}, r"y must hold integer class labels, got non-integer floats such as \[nan\]"),
+    ("inf", np.array([0.0, 1.0, np.inf]), {}, r"y must hold integer class labels, got non-integer floats "
+                                               r"such as \[inf\]"),
     ("negative-tensor", torch.tensor([0, -2, 1]), {}, r"y has negative labels \(min -2\); labels must be in "
                                                       r"\[0, n_classes\)"),
     ("beyond-the-head", torch.tensor([0, 10]), {"n_classes": 10, "name": "y_train"},

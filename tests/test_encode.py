@@ -110,3 +110,17 @@ def test_all_layers_and_decoding(fitted):
     assert recon.shape == (len(X), 64) and 0 <= recon.min() and recon.max() <= 1   # sigmoid output
     with pytest.raises(ValueError, match="output must be 'top', 'all' or a layer number in 1..2"):
         encode_layers(encoder, X, 0)
+
+
+def test_encode_file_reads_images_as_load_dataset_does(fitted, tmp_path):
+    """An .npz of images (n, 8, 8), which load_dataset takes, is encoded row by row as its flattened pixels; a conv
+    encoder refuses images of another shape, naming the file and both shapes."""
+    tr, model, X = fitted
+    np.savez(tmp_path / "images.npz", X=X.reshape(-1, 8, 8), y=np.arange(len(X)) % 10)
+    codes = np.load(encode_file(model, tmp_path / "images.npz", tmp_path / "codes.npy", progress=False))
+    np.testing.assert_array_equal(codes, tr.transform(X))
+    conv = StackedEncoder.random(64, [4], seed=0, conv=[{"channels": 2}], image_shape=(8, 8))
+    np.savez(tmp_path / "wide.npz", X=X.reshape(-1, 4, 16), y=np.arange(len(X)) % 10)
+    with pytest.raises(ValueError, match=r"wide\.npz: holds images of shape \(4, 16\) but the encoder reads images "
+                                         r"of shape \(1, 8, 8\)"):
+        encode_file(conv, tmp_path / "wide.npz", tmp_path / "codes.npy", progress=False)

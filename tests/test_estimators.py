@@ -357,7 +357,24 @@ def test_conv_transformer_codes_per_layer_and_inverse(digits):
     ({"conv": [{"channels": 8, "kernels": 3}], "image_shape": (8, 8)}, r"conv\[0\]: unknown key\(s\) kernels"),
     ({"conv": [{"channels": 8, "kernel": 9, "padding": 0}], "image_shape": (8, 8)},
      r"conv\[0\]: kernel 9 is larger than its 8x8 input"),
+    ({"conv": CONV, "image_shape": 64}, r"image_shape must be \(height, width\) or \(channels, height, width\) "
+                                        r"with positive integers, got 64"),
+    ({"conv": CONV, "image_shape": (8, 8.5)}, r"image_shape must be .* got \(8, 8\.5\)"),
 ])
 def test_bad_conv_parameters_are_named(params, message, digits):
     with pytest.raises(ValueError, match=message):
         StackedAutoencoderTransformer(sizes=(4,), epochs=1, **params).fit(digits[0][:50])
+
+
+def test_numpy_integer_parameters_work_as_in_a_grid_search(digits):
+    """A grid built with NumPy (np.arange epochs, an integer array of sizes) fits as Python ints do: the same
+    predictions, and GridSearchCV over np.arange(1, 3) runs."""
+    X, _, y, _ = digits
+    X, y = X[:150], y[:150]
+    plain = StackedAutoencoderClassifier(sizes=(8,), epochs=1, finetune_epochs=2, random_state=0).fit(X, y)
+    numpy = StackedAutoencoderClassifier(sizes=np.array([8]), epochs=np.int64(1), finetune_epochs=np.int64(2),
+                                         random_state=0).fit(X, y)
+    np.testing.assert_array_equal(plain.predict_proba(X), numpy.predict_proba(X))
+    search = GridSearchCV(StackedAutoencoderClassifier(sizes=(8,), epochs=1, random_state=0),
+                          {"finetune_epochs": np.arange(1, 3)}, cv=2).fit(X, y)
+    assert search.best_params_["finetune_epochs"] in (1, 2)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import is_int, positive_int
 from .layers import (
     ACTIVATIONS,
     DECODER_ACTIVATIONS,
@@ -48,12 +50,11 @@ class ConvSpec:
 
     def __post_init__(self):
         for name in ("channels", "kernel", "stride"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.padding != "same" and (isinstance(self.padding, bool) or not isinstance(self.padding, int)
-                                       or self.padding < 0):
-            raise ValueError(f"padding must be 'same' or an integer >= 0, got {self.padding!r}")
+            object.__setattr__(self, name, positive_int(name, getattr(self, name)))
+        if not (isinstance(self.padding, str) and self.padding == "same"):
+            if not is_int(self.padding) or self.padding < 0:
+                raise ValueError(f"padding must be 'same' or an integer >= 0, got {self.padding!r}")
+            object.__setattr__(self, "padding", int(self.padding))
         if not isinstance(self.pool, bool):
             raise ValueError(f"pool must be true or false, got {self.pool!r}")
 
@@ -105,13 +106,13 @@ class ConvSpec:
 
 
 def image_shape3(shape) -> Shape:
-    """(H, W) or (C, H, W) as (C, H, W); ValueError for anything else."""
-    shape = tuple(int(s) for s in shape) if shape is not None else ()
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"an image shape is (height, width) or (channels, height, width); got {shape}")
-    return shape
+    """(H, W) or (C, H, W) as (C, H, W); ValueError naming `image_shape` for anything else."""
+    dims = tuple(shape) if isinstance(shape, (tuple, list, torch.Size, np.ndarray)) else None
+    if dims is None or len(dims) not in (2, 3) or not all(is_int(d) and d >= 1 for d in dims):
+        raise ValueError(f"image_shape must be (height, width) or (channels, height, width) with positive "
+                         f"integers, got {shape!r}")
+    dims = tuple(int(d) for d in dims)
+    return dims if len(dims) == 3 else (1, *dims)
 
 
 def map_shapes(conv, image_shape, key: str = "conv") -> list[Shape]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import is_int, is_real
+
 KNOWN_DATASETS = ("digits", "mnist", "fashion-mnist")
 IMAGE_SHAPES = {"digits": (8, 8), "mnist": (28, 28), "fashion-mnist": (28, 28)}   # what each holds, known unread
 USER_SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
@@ -100,8 +102,9 @@ def check_labels(y, n_classes: int | None = None, name: str = "y", n: int | None
         raise ValueError(f"{name} is empty")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            bad = arr[~np.isfinite(arr) | (arr != np.round(arr))]
             raise ValueError(f"{name} must hold integer class labels, got non-integer floats "
-                             f"such as {arr[~(arr == np.round(arr))][:3].tolist()}")
+                             f"such as {bad[:3].tolist()}")
     elif arr.dtype.kind not in "iub":
         raise ValueError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
@@ -279,7 +282,7 @@ def _read_frame(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray |
     return X.astype(np.float32), y
 
 
-def _images_as_rows(X: np.ndarray, source: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
+def images_as_rows(X: np.ndarray, source: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
     """Images (n, H, W) or (n, C, H, W) as rows of pixels, with their shape; a table as it is (no shape)."""
     if X.ndim not in (3, 4):
         return X, None
@@ -304,6 +307,15 @@ def _encode_labels(y: np.ndarray, source: str) -> tuple[np.ndarray, tuple[str, .
     """Map arbitrary labels to 0..k-1 (sorted), keeping their names as `classes`."""
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise DataFormatError(f"{source}: the label column contains NaN or infinite values")
+    missing = (np.flatnonzero([v is None or (isinstance(v, float) and math.isnan(v)) for v in y])
+               if y.dtype.kind == "O" else ())
+    if len(missing):
+        raise DataFormatError(f"{source}: the label column has {len(missing)} missing "
+                              f"value{'s' if len(missing) > 1 else ''} (the first in row {missing[0] + 1} of "
+                              f"{len(y)}); every row needs a label")
+    if y.dtype.kind == "O" and len({type(v) for v in y}) > 1:
+        raise DataFormatError(f"{source}: the label column mixes value types "
+                              f"({', '.join(sorted({type(v).__name__ for v in y}))}); give every label one type")
     classes, codes = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise DataFormatError(f"{source}: 1 class (label {classes[0]}); classification needs at least 2")
@@ -319,9 +331,9 @@ def _split_indices(n: int, n_val: int, n_test: int, seed: int) -> tuple[np.ndarr
 
 def _count(size: float | int, n: int, key: str) -> int:
     """A split size given as a fraction of n or as a count."""
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
+    if not is_real(size) or size < 0:
         raise ValueError(f"{key} must be a fraction in [0, 1) or a count, got {size!r}")
-    count = int(round(size * n)) if isinstance(size, float) and size < 1 else int(size)
+    count = int(round(size * n)) if not is_int(size) and size < 1 else int(size)
     if count >= n:
         raise ValueError(f"{key}={size!r} leaves no training data out of {n} examples")
     return count
@@ -341,7 +353,8 @@ def _scale_by_training_rows(X_train: np.ndarray, held_out: tuple[np.ndarray, ...
     uint8 -> /255. Other data: unchanged if the training rows lie in [0, 1], else min-max scaled
     per dataset (not per feature) with the training rows' minimum and maximum. Held-out rows get
     the same map and are then clipped to [0, 1]: a value beyond the training range becomes 0 or 1
-    (a sigmoid / cross-entropy first layer needs targets in [0, 1]).
+    (a sigmoid / cross-entropy first layer needs targets in [0, 1]). The training rows are clipped
+    too: float32 rounding can leave their maximum a step above 1.
     """
     if X_train.dtype == np.uint8:
         return tuple(a.astype(np.float32) / 255.0 for a in (X_train, *held_out))
@@ -353,7 +366,7 @@ def _scale_by_training_rows(X_train: np.ndarray, held_out: tuple[np.ndarray, ...
     if not (0.0 <= lo and hi <= 1.0):
         scale = 1.0 / (hi - lo) if hi > lo else 0.0
         arrays = [(a - lo) * scale for a in arrays]
-    return arrays[0], *(np.clip(a, 0.0, 1.0) for a in arrays[1:])
+    return tuple(np.clip(a, 0.0, 1.0) for a in arrays)
 
 
 def _to_dataset(parts, image_shape, classes, name) -> Dataset:
@@ -394,7 +407,7 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
             raise DataFormatError(f"{name}: no label column {label_column!r} (or array 'y' in a .npz); "
                                   f"name the label column with label_column=... (in a pipeline: "
                                   f"--set data.label_column=...)")
-        X, image_shape = _images_as_rows(np.asarray(X), name)
+        X, image_shape = images_as_rows(np.asarray(X), name)
         _check_table(X, np.asarray(y), name)
         y, classes = _encode_labels(np.asarray(y), name)
         return _split_all(X, y, image_shape, classes, Path(name).stem, val_size, test_size, seed,

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import positive_int
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "softplus")
 # A decoder's output: any unit (its loss: cross-entropy for sigmoid, squared error for the others), or
 # "auto", which mirrors the units whose codes the decoder rebuilds (see PretrainConfig._auto_output).
@@ -218,9 +220,7 @@ class AutoencoderLayer(nn.Module):
                  noise: float = 0.0, sparsity: float = 0.0, sparsity_target: float = 0.05,
                  contractive: float = 0.0, seed: int = 0):
         super().__init__()
-        for name, value in (("n_in", n_in), ("n_out", n_out)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        n_in, n_out = positive_int("n_in", n_in), positive_int("n_out", n_out)
         self.corruption = check_layer_settings(activation, output_activation, corruption, noise, sparsity,
                                                sparsity_target, contractive)
         self.noise, self.sparsity, self.sparsity_target = float(noise), float(sparsity), float(sparsity_target)

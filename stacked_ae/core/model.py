@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checks import is_int
 from .conv import ConvAutoencoderLayer, ConvSpec
 from .data import check_X
 from .files import atomic_write
@@ -260,8 +261,9 @@ class Classifier(nn.Module):
     def __init__(self, encoder: StackedEncoder, n_classes: int, *, seed: int = 0, freeze: bool = False,
                  dropout: float = 0.0, input_dropout: float = 0.0):
         super().__init__()
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        if not is_int(n_classes) or n_classes < 2:
             raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        n_classes = int(n_classes)
         check_dropout("dropout", dropout)
         check_dropout("input_dropout", input_dropout)
         self.encoder = encoder

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
+
+from .checks import positive_int
 from .conv import ConvAutoencoderLayer, ConvSpec, image_shape3, map_shapes
 from .layers import ACTIVATIONS, CORRUPTIONS, OUTPUT_ACTIVATIONS, AutoencoderLayer
 from .seeds import derive_seed
@@ -173,12 +176,11 @@ class PretrainConfig:
 
 
 def check_sizes(sizes) -> list[int]:
-    if isinstance(sizes, int) or not isinstance(sizes, Sequence) or not sizes:
+    if isinstance(sizes, np.ndarray) and sizes.ndim == 1:
+        sizes = sizes.tolist()
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
         raise ValueError(f"sizes must be a non-empty list of layer widths, got {sizes!r}")
-    for k, n in enumerate(sizes):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"sizes[{k}] must be a positive integer, got {n!r}")
-    return list(sizes)
+    return [positive_int(f"sizes[{k}]", n) for k, n in enumerate(sizes)]
 
 
 def conv_specs(conv) -> list[ConvSpec]:
@@ -192,7 +194,7 @@ def conv_specs(conv) -> list[ConvSpec]:
 
 def check_image_shape(image_shape, n_features: int) -> tuple[int, int, int]:
     """(C, H, W) of rows with `n_features` values, or ValueError: conv layers need images."""
-    if image_shape is None or len(tuple(image_shape)) == 0:
+    if image_shape is None or (isinstance(image_shape, (tuple, list)) and len(image_shape) == 0):
         raise ValueError(f"conv layers need images, but the data's image shape is unknown ({n_features} "
                          f"features per row); give image_shape=(height, width) or (channels, height, width)")
     shape = image_shape3(image_shape)

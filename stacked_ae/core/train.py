@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import finite_real, is_int, is_real, positive_int
 from .data import check_labels, check_X
 from .files import cpu_state, load_stamped, save_torch
 from .layers import activate, full_precision, loss_from_logits
@@ -56,10 +57,12 @@ class TrainConfig:
                                    # losses stay fp32); pays on GPUs and on CPUs with AMX
 
     def __post_init__(self):
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+        for name in ("epochs", "batch_size"):
+            object.__setattr__(self, name, positive_int(name, getattr(self, name)))
+        if not (is_real(self.lr) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("momentum", "weight_decay"):
+            finite_real(name, getattr(self, name))
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -69,16 +72,12 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience is not None:
-            _check_positive_int("patience", self.patience)
+            object.__setattr__(self, "patience", positive_int("patience", self.patience))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if isinstance(self.epoch_size, bool) or not isinstance(self.epoch_size, int) or self.epoch_size < 0:
+        if not is_int(self.epoch_size) or self.epoch_size < 0:
             raise ValueError(f"epoch_size must be an integer >= 0, got {self.epoch_size!r}")
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        object.__setattr__(self, "epoch_size", int(self.epoch_size))
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -288,6 +288,17 @@ def test_user_table_is_scaled_by_its_training_rows_alone(tmp_path):
     assert moved.X_test[:5].eq(1).all() and moved.X_test[5:].eq(0).all(), moved.X_test
 
 
+def test_scaled_training_rows_never_leave_the_unit_interval(tmp_path):
+    """Min-max scaling in float32 can round the training maximum a step above 1 (this table: 1.0000001 before the
+    fix); the training rows are clipped like the held-out ones, so a sigmoid first layer takes them."""
+    rng = np.random.default_rng(2)
+    for trial in range(40):
+        features = rng.normal(size=(40, 3)) * rng.uniform(0.1, 100)
+        _write_user_file(tmp_path / "t.npz", features, np.arange(40) % 2)
+        ds = load_dataset(str(tmp_path / "t.npz"), test_size=10, val_size=10)
+        assert ds.X_train.min().item() >= 0.0 and ds.X_train.max().item() <= 1.0, (trial, ds.X_train.max().item())
+
+
 def test_user_file_with_named_label_column(tmp_path):
     """label_column= picks the label column by name, and it is not kept as a feature."""
     features, labels = _user_table()

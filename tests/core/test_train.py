@@ -196,11 +196,22 @@ def test_validation_data_must_come_in_pairs(small_classifier):
     ({"optimizer": "lbfgs"}, r"optimizer must be one of adam, sgd; got 'lbfgs'"),
     ({"patience": 0}, r"patience must be a positive integer, got 0"),
     ({"precision": "fp16"}, r"precision must be one of fp32, bf16; got 'fp16'"),
+    ({"momentum": "0.9"}, r"momentum must be a finite number, got '0.9'"),
+    ({"weight_decay": None}, r"weight_decay must be a finite number, got None"),
+    ({"weight_decay": float("nan")}, r"weight_decay must be a finite number, got nan"),
+    ({"epochs": True}, r"epochs must be a positive integer, got True"),
 ])
 def test_bad_train_config_raises_value_error(kwargs, message):
     """Invalid TrainConfig fields raise ValueError naming the field and value."""
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_train_config_takes_numpy_integers_as_python_ints():
+    """Counts given as NumPy integers (a grid from np.arange) are accepted and stored as Python ints."""
+    cfg = TrainConfig(epochs=np.int64(3), batch_size=np.int32(16), patience=np.int64(2), epoch_size=np.uint16(0))
+    assert [(v, type(v)) for v in (cfg.epochs, cfg.batch_size, cfg.patience, cfg.epoch_size)] == \
+        [(3, int), (16, int), (2, int), (0, int)]
 
 
 @pytest.mark.parametrize("deep", [False, True], ids=["layer", "unrolled"])
