@@ -81,10 +81,19 @@ CONFIG_CASES = [
     ("pretrain-batch-negative", "[pretrain]\nbatch_size = -32\n",
      r"pretrain.batch_size must be a positive integer, got -32"),
     ("patience-zero", "[finetune]\npatience = 0\n", r"finetune.patience must be a positive integer, got 0"),
-    ("seed-negative", "seeds = [0, -1]\n", r"seeds must be a non-empty list of distinct integers >= 0, got \[0, -1\]"),
+    ("seed-negative", "seeds = [0, -1]\n", r"seeds must be a non-empty list of distinct integers in \[0, 4294967295\], "
+                                         r"got \[0, -1\]"),
+    ("seed-beyond-32-bits", "seeds = [4294967296]\n", r"seeds must be a non-empty list of distinct integers in "
+                                                      r"\[0, 4294967295\], got \[4294967296\]"),
+    ("split-seed-negative", "[data]\nsplit_seed = -1\n", r"data.split_seed must be an integer in \[0, 4294967295\], "
+                                                         r"got -1"),
+    ("val-size-zero", "[data]\nval_size = 0\n", r"data.val_size must be a fraction in \(0, 1\) or a count >= 1 "
+                                                 r"\(model selection and early stopping read it\), got 0"),
+    ("test-size-zero", "[data]\ntest_size = 0.0\n", r"data.test_size must be a fraction in \(0, 1\) or a count >= 1 "
+                                                     r"\(the test error is measured on it\), got 0.0"),
     ("budget-negative", "[data]\nbudgets = [-5]\n", r"data.budgets entries must be positive integers .* got -5"),
     ("weight-decay-negative", "[pretrain]\nweight_decay = -1.0\n", r"pretrain.weight_decay must be >= 0, got -1.0"),
-    ("val-size-above-one", "[data]\nval_size = 1.5\n", r"data.val_size must be a fraction in \[0, 1\) or a count"),
+    ("val-size-above-one", "[data]\nval_size = 1.5\n", r"data.val_size must be a fraction in \(0, 1\) or a count"),
     # a noise level outside [0, 1)
     ("noise-negative", "[pretrain]\nnoise = -0.1\n", r"pretrain.noise must be in \[0, 1\), got -0.1"),
     ("noise-per-layer-above-one", TWO_LAYERS + "[pretrain]\nnoise = [0.1, 1.5]\n",
@@ -286,10 +295,10 @@ def test_label_budget_larger_than_a_users_smallest_class_fails_before_any_stage(
     """A budget of 5 labels per class on a table whose rarest class has 3 training rows is a ConfigError, up front."""
     path = tmp_path / "rare.npz"
     np.savez(path, X=np.random.default_rng(0).random((60, 4)), y=np.r_[np.zeros(57), np.ones(3)])
-    cfg = from_dict({"name": "rare", "data": {"dataset": str(path), "budgets": [5], "val_size": 0, "test_size": 0},
+    cfg = from_dict({"name": "rare", "data": {"dataset": str(path), "budgets": [5], "val_size": 2, "test_size": 2},
                      "model": {"sizes": [4]}})
     with pytest.raises(ConfigError, match=r"data.budgets: 5 labels per class, but the smallest class of the "
-                                          r"training split has 3 examples"):
+                                          r"training split has [0-3] examples"):
         run_pipeline(cfg, tmp_path / "run", device="cpu", progress=False)
     assert not (tmp_path / "run" / "stages").exists()
 

@@ -27,6 +27,9 @@ ARMS = {"classification": ("pretrained", "random", "frozen", "logreg", "pca-logr
         "reconstruction": ("pretrained", "random", "pca")}
 
 
+MAX_SEED = 2**32 - 1     # NumPy's and scikit-learn's seeds are 32-bit
+
+
 class ConfigError(ValueError):
     """A pipeline file or override is invalid; the message names the dotted key or the file."""
 
@@ -48,10 +51,13 @@ class DataConfig:
         if self.dataset not in KNOWN_DATASETS and not self.dataset.lower().endswith(USER_SUFFIXES):
             raise ConfigError(f"data.dataset must be one of {', '.join(KNOWN_DATASETS)} or a file ending in "
                               f"{', '.join(USER_SUFFIXES)}; got {self.dataset!r}")
-        for key in ("val_size", "test_size"):
+        for key, needs in (("val_size", "model selection and early stopping read it"),
+                           ("test_size", "the test error is measured on it")):
             v = getattr(self, key)
-            if v < 0 or (isinstance(v, float) and v >= 1):
-                raise ConfigError(f"data.{key} must be a fraction in [0, 1) or a count >= 0, got {v!r}")
+            if v <= 0 or (isinstance(v, float) and v >= 1):
+                raise ConfigError(f"data.{key} must be a fraction in (0, 1) or a count >= 1 ({needs}), got {v!r}")
+        if self.split_seed < 0 or self.split_seed > MAX_SEED:
+            raise ConfigError(f"data.split_seed must be an integer in [0, {MAX_SEED}], got {self.split_seed!r}")
         if not self.budgets:
             raise ConfigError("data.budgets must list at least one label budget (e.g. [10, 100, \"all\"])")
         for b in self.budgets:
@@ -231,8 +237,10 @@ class PipelineConfig:
                 or any(sep in self.name for sep in "/\\")):
             raise ConfigError(f"name must be a plain, non-empty folder name (printable, no slashes, not starting "
                               f"with '.'), got {self.name!r}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ConfigError(f"seeds must be a non-empty list of distinct integers >= 0, got {list(self.seeds)}")
+        if (not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0
+                or max(self.seeds) > MAX_SEED):
+            raise ConfigError(f"seeds must be a non-empty list of distinct integers in [0, {MAX_SEED}], "
+                              f"got {list(self.seeds)}")
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
         if not self.arms:

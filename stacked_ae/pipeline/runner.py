@@ -132,8 +132,17 @@ def conv_macs(conv, image_shape) -> list[int]:
 
 
 def check_run_dir(run: RunDir) -> None:
+    """The output is a new folder, an empty one, or a run folder (it has config.json or manifest.json): a run,
+    and --force above all, never writes over or clears a folder of other files."""
     if run.root.exists() and not run.root.is_dir():
         raise RunDirError(f"{run.root}: exists and is not a folder")
+    if not run.root.is_dir() or any((run.root / name).is_file() for name in ("config.json", "manifest.json")):
+        return
+    others = sorted(p.name for p in run.root.iterdir() if not p.name.startswith("."))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise RunDirError(f"{run.root}: is not a run folder (no config.json or manifest.json) and holds other files "
+                          f"({shown}); give --out a new or empty folder")
 
 
 def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:

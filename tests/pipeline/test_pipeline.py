@@ -243,6 +243,22 @@ def test_output_path_that_is_a_file_is_refused(tmp_path):
         run_pipeline(from_dict(TINY), path, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_of_other_files_is_never_written_or_cleared(tmp_path, force):
+    """--out naming a folder that holds other files and no config.json or manifest.json is refused before anything
+    is written, with --force too (which would clear models/ and report.md); an empty folder is fine."""
+    folder = tmp_path / "mine"
+    (folder / "models").mkdir(parents=True)
+    (folder / "models" / "mine.pt").write_text("precious")
+    (folder / "report.md").write_text("notes")
+    before = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+    with pytest.raises(RunDirError, match=r"mine: is not a run folder \(no config.json or manifest.json\) and holds "
+                                          r"other files \(models, report.md\); give --out a new or empty folder"):
+        run_pipeline(from_dict(TINY), folder, device="cpu", progress=False, force=force)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == before
+    assert (folder / "models" / "mine.pt").read_text() == "precious"
+
+
 def test_killed_run_resumes_to_the_same_results(tiny_run, tmp_path):
     """SIGKILL during fine-tuning, then a rerun, ends with the results of an uninterrupted run."""
     out, _ = tiny_run
