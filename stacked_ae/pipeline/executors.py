@@ -51,6 +51,17 @@ def pretrained_seeds(cfg) -> list[int]:
     return list(cfg.seeds) if any(arm in NEEDS_PRETRAINING for arm in cfg.arms) else []
 
 
+def current_records(run: RunDir, cfg, data_id: str) -> tuple[list[dict], list[dict]]:
+    """(arm records, pretraining records) of the stages of `cfg` finished under today's settings, in results.csv
+    order: what the tables and the run's compute times are made of. Records of stages outside the graph (seeds,
+    budgets or arms no longer configured) or made under other settings are left out, not deleted."""
+    arms = [load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
+            for seed, budget, arm in arm_stages(cfg)]
+    pretrain = [run.load_stage(f"pretrain_seed{seed}", pretrain_fingerprint(cfg, seed, data_id))
+                for seed in pretrained_seeds(cfg)]
+    return [r for r in arms if r is not None], [r for r in pretrain if r is not None]
+
+
 # ---------------------------------------------------------------- local
 
 def run_local(ctx: RunContext, progress: bool) -> dict[str, str]:

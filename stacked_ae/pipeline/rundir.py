@@ -193,18 +193,16 @@ def _budget_sort_key(budget) -> float:
     return float("inf") if budget == "all" else float(budget)
 
 
-def write_tables(run: RunDir, seeds: list[int], budgets: list, arms: list[str]) -> pd.DataFrame:
-    """Assemble results.csv, history.csv and pretrain.csv from the stage records."""
-    seeds_set, budget_set = set(seeds), {budget_label(b) for b in budgets}
+def write_tables(run: RunDir, arm_records: list[dict], pretrain_records: list[dict], budgets: list,
+                 arms: list[str]) -> pd.DataFrame:
+    """Write results.csv, history.csv and pretrain.csv from the given stage records: those of today's settings
+    (`executors.current_records`), so that the tables never mix in a stage made under other settings."""
     rows, history, pretrain = [], [], []
-    for record in run.stage_records("arm_"):
-        row = record["result"]
-        if row["seed"] in seeds_set and row["budget"] in budget_set and row["arm"] in arms:
-            rows.append(row)
-            history += record.get("history", [])
-    for record in run.stage_records("pretrain_"):
-        if record["seed"] in seeds_set:
-            pretrain += record.get("history", [])
+    for record in arm_records:
+        rows.append(record["result"])
+        history += record.get("history", [])
+    for record in pretrain_records:
+        pretrain += record.get("history", [])
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     # empty for scikit-learn arms (epochs), pca (grid), and rows written before the column existed (n_val_labeled)
     results = results.astype({"epochs_trained": "Int64", "best_epoch": "Int64", "n_val_labeled": "Int64",

@@ -31,7 +31,7 @@ from ..core.train import resolve_device
 from ..core.version import __version__
 from .arms import PROTOCOL, SKLEARN_ARMS, RunContext, restore_encoder
 from .config import ConfigError, PipelineConfig, from_dict
-from .executors import pretrained_seeds, run_local, run_ray
+from .executors import current_records, pretrained_seeds, run_local, run_ray
 from .rundir import RunDir, dataset_fingerprint, hold, write_json, write_tables
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
         torch.set_num_threads(threads if threads != "auto" else auto_threads(cfg))
     try:
         _write_start(run, cfg, data, device, data_id)    # records the threads this run trains with
+        if (run.root / "results.csv").is_file():   # config.json is today's: so are the tables, if this run stops
+            _write_tables(run, cfg, data_id)
         ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
         if cfg.run.executor == "ray":
             placement = run_ray(ctx, cfg.run, progress)
@@ -82,12 +84,16 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
             _restore_figure_encoder(ctx)
     finally:   # the caller's thread setting is theirs: restore it, also after an error or Ctrl-C
         torch.set_num_threads(previous_threads)
-    results = write_tables(run, list(cfg.seeds), list(cfg.data.budgets), list(cfg.arms))
+    results = _write_tables(run, cfg, data_id)
     ctx.counts["pretrain reused"] = len(pretrained_seeds(cfg)) - ctx.counts["pretrain computed"]
     # computed / reused stages of this invocation, pretraining counted apart
     results.attrs["stages"] = {k: ctx.counts[k] for k in ("computed", "reused", "pretrain computed", "pretrain reused")}
-    _write_finish(run, dataclasses.asdict(cfg.run), placement)
+    _write_finish(run, dataclasses.asdict(cfg.run), placement, *current_records(run, cfg, data_id))
     return results
+
+
+def _write_tables(run: RunDir, cfg: PipelineConfig, data_id: str) -> pd.DataFrame:
+    return write_tables(run, *current_records(run, cfg, data_id), list(cfg.data.budgets), list(cfg.arms))
 
 
 def _restore_figure_encoder(ctx: RunContext) -> None:
@@ -305,14 +311,17 @@ def _write_samples(run: RunDir, data: Dataset, data_id: str, n: int = 2000) -> N
     atomic_write(run.root / "samples.npz", buffer.getvalue())
 
 
-def _write_finish(run: RunDir, executor: dict, placement: dict[str, str]) -> None:
+def _write_finish(run: RunDir, executor: dict, placement: dict[str, str], arm_records: list[dict],
+                  pretrain_records: list[dict]) -> None:
+    """Finish the manifest: the executor, where stages ran, and the wall time of the stages of this pipeline's
+    graph (not of records left from other settings)."""
     manifest = _read_manifest(run)
     manifest["executor"] = executor
     manifest["placement"] = {**manifest.get("placement", {}), **placement}   # stage key -> node:pid (Ray)
     seconds = {"pretrain": 0.0, "finetune": 0.0, "baselines": 0.0}
-    for record in run.stage_records("pretrain_"):
+    for record in pretrain_records:
         seconds["pretrain"] += record.get("wall_seconds", 0.0)
-    for record in run.stage_records("arm_"):
+    for record in arm_records:
         kind = "baselines" if record["result"]["arm"] in SKLEARN_ARMS else "finetune"
         seconds[kind] += record["result"].get("wall_seconds") or 0.0
     manifest.update(finished=_now(), stage_seconds={k: round(v, 1) for k, v in seconds.items()})

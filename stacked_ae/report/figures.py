@@ -81,14 +81,28 @@ def _pretrain(run: RunData, fig_dir: Path) -> Drawn:
 # ---------------------------------------------------------------- autoencoder figures
 
 def _model_files(run: RunData) -> tuple[int, Path, Path | None] | None:
-    """(seed, model for codes and decoding, pretrained stack or None) of the first seed that has one."""
+    """(seed, model for codes and decoding, pretrained stack or None) of the first seed that has one. Only files
+    that the tables vouch for count: an encoder whose pretraining is in pretrain.csv, a fine-tuned network whose
+    row (pretrained, all labels) is in results.csv and ok; a file left by a run under other settings is not drawn."""
     for seed in run.seeds:
         stack = run.path / "encoders" / f"seed{seed}.pt"
         tuned = run.path / "models" / f"seed{seed}_budgetall_pretrained.pt"
-        main = tuned if tuned.is_file() else stack
-        if main.is_file():
-            return seed, main, stack if stack.is_file() else None
+        stack = stack if stack.is_file() and _pretrained(run, seed) else None
+        tuned = tuned if tuned.is_file() and _tuned(run, seed) else None
+        main = tuned or stack
+        if main is not None:
+            return seed, main, stack
     return None
+
+
+def _pretrained(run: RunData, seed: int) -> bool:
+    return run.pretrain is not None and bool((run.pretrain["seed"] == seed).any())
+
+
+def _tuned(run: RunData, seed: int) -> bool:
+    r = run.results
+    row = (r["seed"] == seed) & (r["budget"] == "all") & (r["arm"] == "pretrained") & (r["status"] == "ok")
+    return bool(row.any())
 
 
 def _classes(run: RunData, samples: dict) -> list[str]:

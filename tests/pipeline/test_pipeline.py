@@ -644,3 +644,48 @@ def test_changing_how_stages_run_is_not_a_config_change(tmp_path, caplog):
         run_pipeline(from_dict(dict(small, finetune=dict(small["finetune"], epochs=2))), out, device="cpu",
                      progress=False)
     assert "the config changed since the last run (finetune.epochs)" in caplog.text
+
+
+def test_tables_and_compute_times_hold_only_todays_stages(tiny_run, tmp_path, monkeypatch):
+    """Records made under other settings stay in stages/ but never reach the tables, the compute times or the
+    figures: a rerun stopped before its first stage leaves results.csv without the rows it would redo (the
+    baselines, which a [finetune] edit leaves alone, stay); a run of seed 1 alone sums seed 1's stages; without a
+    pretrained arm, pretrain.csv is empty and no figure is drawn from the encoders left behind."""
+    import shutil
+
+    import stacked_ae.pipeline.runner as runner
+    from stacked_ae.report.figures import _model_files
+    from stacked_ae.report.rundata import load_run
+
+    out, _ = tiny_run
+    run_dir = tmp_path / "tiny"
+    shutil.copytree(out, run_dir)
+    n_records = len(list((run_dir / "stages").glob("*.json")))
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(runner, "run_local", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(from_dict(dict(TINY, finetune=dict(TINY["finetune"], epochs=4))), run_dir, device="cpu",
+                         progress=False)
+    rows = pd.read_csv(run_dir / "results.csv")
+    assert sorted(set(rows["arm"])) == ["logreg", "pca-logreg"] and len(rows) == 2 * 2 * 2, rows[["seed", "arm"]]
+    assert len(list((run_dir / "stages").glob("*.json"))) == n_records      # nothing deleted
+
+    shutil.rmtree(run_dir)
+    shutil.copytree(out, run_dir)
+    run_pipeline(from_dict(dict(TINY, seeds=[1])), run_dir, device="cpu", progress=False)
+    records = [json.loads(p.read_text()) for p in (run_dir / "stages").glob("*seed1*.json")]
+    pretrain = sum(r["wall_seconds"] for r in records if "result" not in r)
+    finetune = sum(r["result"]["wall_seconds"] for r in records if "result" in r and r["result"]["arm"] in
+                   ("pretrained", "random", "frozen"))
+    seconds = json.loads((run_dir / "manifest.json").read_text())["stage_seconds"]
+    assert seconds["pretrain"] == pytest.approx(pretrain, abs=0.05), (seconds, pretrain)
+    assert seconds["finetune"] == pytest.approx(finetune, abs=0.05), (seconds, finetune)
+    assert set(pd.read_csv(run_dir / "pretrain.csv")["seed"]) == {1}
+
+    run_pipeline(from_dict(dict(TINY, arms=["random", "logreg"], pretrain=dict(TINY["pretrain"], epochs=3))),
+                 run_dir, device="cpu", progress=False)
+    assert len(pd.read_csv(run_dir / "pretrain.csv")) == 0
+    assert (run_dir / "encoders" / "seed0.pt").is_file() and _model_files(load_run(run_dir)) is None
