@@ -248,7 +248,7 @@ def paired_blocks(run: RunData) -> list[Block]:
              f"`scipy.stats.ttest_rel`, over the seeds where both arms finished; the interval is the t interval "
              f"of the mean difference. The Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, two-sided) is "
              f"shown from n ≥ {WILCOXON_MIN_N} pairs. Each budget is a test of its own: the verdicts use the "
-             f"t-test's p-values adjusted over the {len(pairs)} budgets by Holm-Bonferroni (Holm 1979). "
+             f"t-test's p-values adjusted over {_tested_budgets(pairs)} by Holm-Bonferroni (Holm 1979). "
              f"Significance level alpha = {ALPHA:g}."),
         Table(("budget", "pairs", "mean difference", "95% CI", "t", "p (paired t-test)", "p (Holm)",
                "p (Wilcoxon)"), tuple(rows), "lrrrrrrr"),
@@ -381,3 +381,13 @@ def version_blocks(run: RunData) -> list[Block]:
             Para(f"The last run used stacked-ae {last[0] or DASH} at commit {(last[1] or DASH)[:12]}; these "
                  f"finished stages were reused from earlier invocations made by other code:"),
             Bullets(items)]
+
+
+def _tested_budgets(pairs) -> str:
+    """'the 3 budgets', or 'the 2 budgets that have a test (of 3)': Holm's m counts only budgets with a p-value."""
+    tested = sum(not math.isnan(p.p) for _, p, _ in pairs)
+    if tested == 0:
+        return "the budgets that have a test (none here)"
+    if tested == len(pairs):
+        return f"the {tested} budget{'s' if tested != 1 else ''}"
+    return f"the {tested} budget{'s that have' if tested != 1 else ' that has'} a test (of {len(pairs)})"

@@ -72,12 +72,24 @@ def summary_blocks(run: RunData) -> list[Block]:
     if optimistic(run):
         notes.append(Para("Model selection used the whole validation split at every budget: low-budget results "
                           "are optimistic."))
-    flagged = [f"{arm} at budget {b}" for b, arm, *_, flag in tuning_rows(run) if flag.startswith("may be")]
+    flagged = [f"{arm} at budget {b} ({_why(flag)})" for b, arm, *_, flag in tuning_rows(run)
+               if flag.startswith("may be")]
     if flagged:
-        notes.append(Para("Possibly under-tuned (a selection on an edge of what was tried; see **Tuning**): "
-                          + ", ".join(flagged) + "."))
+        notes.append(Para("Possibly under-tuned (see **Tuning**): " + ", ".join(flagged) + "."))
     return [Heading(2, "Summary"), Para(f"{_metric_words(run)}, mean over {_n_seeds(run)}."),
             Bullets(tuple(lines)), *notes]
+
+
+def _why(flag: str) -> str:
+    """The reasons of a Tuning flag in a few words: an edge of the grid, a one-value grid, the epoch cap."""
+    reasons = []
+    if "one-value grid" in flag:
+        reasons.append("a one-value grid")
+    if any(words in flag for words in ("of the grid", "of the rates tried", "of the C grid")):
+        reasons.append("a selection on an edge of what was tried")
+    if "the cap" in flag:
+        reasons.append("best epochs at or near the epoch cap")
+    return "; ".join(reasons) or flag.removeprefix("may be under-tuned: ")
 
 
 def _signed(run: RunData, value: float) -> str:

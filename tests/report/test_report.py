@@ -273,6 +273,18 @@ def test_failed_stage_is_listed_with_its_message(incomplete):
     assert table_row(md, "10", "1")[-2] == "failed"               # the per-seed table marks it
 
 
+def test_holm_counts_only_the_budgets_that_have_a_test(tmp_path):
+    """Two seeds, and seed 1's random network failed at budget 10: that budget has one pair and no test, so Holm
+    adjusts over the one budget that has a test, and the text says so (not 'over the 2 budgets')."""
+    run = make_run_dir(tmp_path / "holm", seeds=(0, 1), arms=("pretrained", "random"))
+    rewrite_results(run, _fail_one_stage)
+    md = render_report(run).read_text()
+    assert "adjusted over the 1 budget that has a test (of 2) by Holm-Bonferroni" in md
+    assert "adjusted over the 2 budgets" not in md
+    assert "adjusted over the 3 budgets by Holm-Bonferroni" in render_report(
+        make_run_dir(tmp_path / "three", budgets=("10", "100", "all"), arms=("pretrained", "random"))).read_text()
+
+
 def test_paired_comparison_without_one_arm_says_why(tmp_path):
     """Without any random-arm result the paired section says there is nothing to pair."""
     run = make_run_dir(tmp_path / "run", seeds=(0, 1), budgets=("all",), arms=("pretrained", "random"))

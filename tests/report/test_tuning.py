@@ -48,6 +48,9 @@ def test_edges_of_the_lr_grid_the_C_grid_and_the_epoch_cap_are_flagged(tmp_path)
                     "1 of 3 best epochs on the cap: allow more epochs"], flag
     assert check(md, "all", "logreg", "C 1 ×2, 1000 ×1", "—") == [
         "may be under-tuned: 1 of 3 at an end of the C grid: widen the grid"]
+    summary = md.split("## Summary", 1)[1].split("## Results", 1)[0]
+    assert "random at budget all (a selection on an edge of what was tried; best epochs at or near the epoch cap)" \
+        in summary and "logreg at budget all (a selection on an edge of what was tried)" in summary, summary
 
 
 def test_runs_without_the_edge_column_say_nothing_about_C(tmp_path):
@@ -79,9 +82,8 @@ def test_a_best_epoch_within_the_patience_of_the_cap_is_flagged(tmp_path):
         "stopping, ended training; allow more epochs"]
     assert "early stopping patience 3" in md
     summary = md.split("## Summary", 1)[1].split("## Results", 1)[0]
-    assert "Possibly under-tuned (a selection on an edge of what was tried; see **Tuning**): random at budget 10, " \
-        "random at budget all." \
-        in summary
+    assert "Possibly under-tuned (see **Tuning**): random at budget 10 (best epochs at or near the epoch cap), " \
+        "random at budget all (best epochs at or near the epoch cap)." in summary
 
 
 def test_the_summary_names_no_arm_when_every_selection_is_inside(tmp_path):
