@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("run_dir", help="run folder")
     status.add_argument("file", nargs="?", help="pipeline file to compare with (default: the run's config.json)")
     _add_overrides(status)
+    status.add_argument("--data-root", help="folder with the dataset files (else $STACKED_AE_DATA): read only when "
+                        "the pipeline's [data] settings differ from the run's, to tell whether the data changed")
     status.add_argument("--json", action="store_true", help="print the stages as JSON, for scripts")
 
     datasets = sub.add_parser("datasets", help="list the known datasets and where each is looked for")
@@ -253,15 +255,19 @@ def cmd_status(args) -> int:
     if not args.file and args.overrides:
         raise ValueError("--set needs a pipeline file to apply to: sae status RUN_DIR PIPELINE --set KEY=VALUE")
     from .pipeline.rundir import busy, holder
-    stages = stage_status(cfg, Path(args.run_dir))
+    from .pipeline.status import data_id_for
+    data_id, data_note = data_id_for(cfg, Path(args.run_dir), args.data_root)
+    stages = stage_status(cfg, Path(args.run_dir), data_id)
     counts = count_states(stages)
     running = busy(Path(args.run_dir))
     if args.json:
         print(json.dumps({"run_dir": args.run_dir, "running": running,
                           "holder": holder(Path(args.run_dir)) if running else None,
-                          "counts": counts, "stages": stages}, indent=2))
+                          "data": data_note, "counts": counts, "stages": stages}, indent=2))
         return 0
     print(f"{args.run_dir}: {len(stages)} stages: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    if data_note:
+        print(f"  data: {data_note}")
     if running:
         print(f"  running now: {holder(Path(args.run_dir)) or 'a process holds the folder'}")
     words = {"stale": "would rerun (settings, data or code changed)", "missing": "not run yet", "failed": "failed"}

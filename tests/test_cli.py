@@ -168,7 +168,8 @@ def test_a_bad_override_is_blamed_on_the_override(smoke_file, capsys):
 
 
 def test_relative_data_paths_are_relative_to_the_pipeline_file(tmp_path, monkeypatch, capsys):
-    """A pipeline file naming `data/mine.npz` runs from any working directory."""
+    """A pipeline file naming `data/mine.npz` runs from any working directory, and names the same absolute file
+    from each (so a run's config.json does not change with the directory it is started from)."""
     import numpy as np
     from sklearn.datasets import load_digits
     folder = tmp_path / "study"
@@ -179,6 +180,10 @@ def test_relative_data_paths_are_relative_to_the_pipeline_file(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert main(["validate", "study/p.toml"]) == 0
     assert "budgets fit" in capsys.readouterr().out
+    from stacked_ae.pipeline.config import load_config
+    here = load_config("study/p.toml").data.dataset
+    monkeypatch.chdir(folder / "data")
+    assert load_config("../p.toml").data.dataset == here == str(folder.resolve() / "data" / "mine.npz")
 
 
 def test_progress_is_plain_log_lines_when_stderr_is_not_a_terminal(smoke_file, tmp_path, capsys):
@@ -263,3 +268,41 @@ def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatc
     assert main(["status", str(out)]) == 0
     assert "  pretrain_seed0: not run yet; in progress: 1 of 2 layers finished; layer 2 kept after epoch 1 of 3" \
         in capsys.readouterr().out.splitlines()
+
+
+def test_status_counts_the_rates_tried_beyond_the_grid(tmp_path):
+    """With finetune.extend, a stage that finished its grid and one rate beyond it says so (the grid's two and
+    the one beyond, of three started), and the one in training beyond the grid is named."""
+    import torch
+
+    from stacked_ae.pipeline.arms import arm_fingerprint
+    from stacked_ae.pipeline.config import from_dict
+    from stacked_ae.pipeline.rundir import RunDir, arm_key
+    from stacked_ae.pipeline.status import describe_progress, stage_status
+    cfg = from_dict({"name": "x", "seeds": [0], "arms": ["random"], "data": {"budgets": ["all"]},
+                     "model": {"sizes": [4]}, "finetune": {"lr": [1e-3, 1e-2], "extend": 2}})
+    run, key = RunDir(tmp_path), arm_key(0, "all", "random")
+    for lr in (1e-3, 1e-2, 0.1):        # the grid, then the first rate beyond its top (steps of 10)
+        run.save_point(key, lr, {"rows": []}, None, arm_fingerprint(cfg, 0, "all", "random", "d", lr))
+    torch.save({"stamp": arm_fingerprint(cfg, 0, "all", "random", "d", 1.0), "epoch": 3},
+               run.epochs_path(key, 1.0))
+    progress = next(s for s in stage_status(cfg, tmp_path, "d") if s["arm"] == "random")["progress"]
+    assert progress == {"unit": "learning rates", "done": 3, "of": 4, "beyond_grid": 2,
+                        "training": {"lr": 1.0, "epoch": 3, "epochs": cfg.finetune.epochs}}, progress
+    assert describe_progress(progress) == f"3 of 4 learning rates finished (2 beyond the grid); lr 1 kept after " \
+                                          f"epoch 3 of {cfg.finetune.epochs}"
+
+
+def test_status_reads_the_data_when_the_pipeline_changes_what_they_are(smoke_file, tmp_path, capsys):
+    """A [data] edit that changes the examples (data.split_seed) makes every stage one that would rerun, as `sae
+    run` would find: status reads and fingerprints the data instead of trusting the run's recorded fingerprint."""
+    out = tmp_path / "run"
+    assert main(["run", str(smoke_file), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), str(smoke_file), "--set", "data.split_seed=1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{out}: 22 stages: 0 finished, 0 failed, 22 stale, 0 missing", lines
+    assert lines[1] == "  data: data.split_seed differs from the run's; read and fingerprinted: other data: every " \
+                       "stage would rerun"
+    assert main(["status", str(out), str(smoke_file)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{out}: 22 stages: 22 finished, 0 failed, 0 stale, 0 missing"

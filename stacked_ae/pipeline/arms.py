@@ -407,6 +407,23 @@ def _extension(grid, limit: int, best: Callable[[], float | None], tried: list[f
         yield float(f"{(chosen / step if side == 'low' else chosen * step):.6g}")
 
 
+def extension_rates(grid, limit: int) -> list[float]:
+    """Every value that `_extension` could try beyond the grid (at most `limit` per end), lowest first: the
+    names under which an unfinished stage keeps them in partial/ (what `sae status` looks for)."""
+    g = sorted(grid)
+    if limit <= 0 or len(g) < 2:
+        return []
+    values = []
+    for side, chosen in (("low", g[0]), ("high", g[-1])):
+        steps = ([g[2] / g[1], g[1] / g[0]] if len(g) > 2 else [g[1] / g[0]]) if side == "low" else \
+            ([g[-2] / g[-3], g[-1] / g[-2]] if len(g) > 2 else [g[-1] / g[-2]])
+        for k in range(limit):
+            step = steps[k % len(steps)]
+            chosen = float(f"{(chosen / step if side == 'low' else chosen * step):.6g}")
+            values.append(chosen)
+    return sorted(values)
+
+
 def on_grid_edge(value: float, grid) -> bool:
     """Whether a selected value is the smallest or largest value of its grid (a one-value grid: always), so
     the optimum may lie outside it. An infinite end (C = inf: no regularisation) is a limit with nothing

@@ -456,7 +456,7 @@ def load_config(path, overrides: list[str] = ()) -> PipelineConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read pipeline file ({err})") from None
     raw = parse_toml(text, str(path))
-    _resolve_data_paths(raw, path.parent)
+    _resolve_data_paths(raw, path.resolve().parent)   # absolute: config.json is the same from any directory
     if not overrides:
         try:
             return from_dict(raw)
@@ -475,8 +475,9 @@ def load_config(path, overrides: list[str] = ()) -> PipelineConfig:
 
 
 def _resolve_data_paths(raw: dict, folder: Path) -> None:
-    """Relative `data.dataset` files and `data.root` in a pipeline file are relative to the file's folder,
-    so the file runs the same from any working directory (overrides stay relative to the working directory)."""
+    """Relative `data.dataset` files and `data.root` in a pipeline file are relative to the file's folder (given
+    as an absolute path), so the file runs the same, and records the same config.json, from any working directory
+    (overrides stay relative to the working directory)."""
     data = raw.get("data")
     if not isinstance(data, dict):
         return

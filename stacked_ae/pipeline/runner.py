@@ -200,7 +200,8 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> set[str]:
     return keys
 
 
-def _load_data(cfg: PipelineConfig, data_root) -> Dataset:
+def load_data(cfg: PipelineConfig, data_root) -> Dataset:
+    """The pipeline's dataset, split as its [data] settings say (unchecked: see `check_data`)."""
     d = cfg.data
     return load_dataset(d.dataset, data_root if data_root is not None else d.root, val_size=d.val_size,
                         test_size=d.test_size, seed=d.split_seed, download=d.download, label_column=d.label_column)
@@ -208,7 +209,7 @@ def _load_data(cfg: PipelineConfig, data_root) -> Dataset:
 
 def check_data(cfg: PipelineConfig, data_root=None) -> Dataset:
     """Load the pipeline's data and check its label budgets against it (what `sae validate` can check)."""
-    data = _load_data(cfg, data_root)
+    data = load_data(cfg, data_root)
     check_budgets(cfg, data)
     cfg.model.check_image_shape(data.image_shape, data.n_features, f"dataset {cfg.data.dataset!r}")
     return data

@@ -12,7 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.files import load_stamped
-from .arms import NEEDS_PRETRAINING, SKLEARN_ARMS, arm_fingerprint, load_arm_record, pretrain_fingerprint
+from .arms import (
+    NEEDS_PRETRAINING,
+    SKLEARN_ARMS,
+    arm_fingerprint,
+    extension_rates,
+    load_arm_record,
+    pretrain_fingerprint,
+)
 from .config import PipelineConfig, from_dict
 from .rundir import RunDir, arm_key, budget_label
 
@@ -26,20 +33,55 @@ def read_run_config(run_dir: Path) -> PipelineConfig:
     return from_dict(json.loads(path.read_text()))
 
 
-def stage_status(cfg: PipelineConfig, run_dir: Path) -> list[dict]:
+# The [data] settings that decide which examples a run reads (budgets and val_per_class only pick among them,
+# and enter the stages' own fingerprints); `root` and `download` say where the same files are.
+DATA_KEYS = ("dataset", "val_size", "test_size", "split_seed", "label_column")
+
+
+def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str, str | None]:
+    """(the data fingerprint to judge the stages by, a note or None). The run's recorded fingerprint while the
+    pipeline's [data] settings that shape the data match the run's; else the data are read (from `data_root`)
+    and fingerprinted, as `sae run` would, and where they cannot be read every recorded stage counts as one
+    that would rerun, and the note says why."""
+    run = RunDir(Path(run_dir))
+    recorded = (_read_json(run.root / "manifest.json").get("dataset") or {}).get("fingerprint", "")
+    before = _read_json(run.root / "config.json").get("data") or {}
+    now = cfg.to_dict()["data"]
+    changed = [f"data.{k}" for k in DATA_KEYS if k in before and before[k] != now[k]]
+    if not changed:
+        return recorded, None
+    from .rundir import dataset_fingerprint
+    from .runner import load_data
+    what = f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from the run's"
+    try:
+        data_id = dataset_fingerprint(load_data(cfg, data_root))
+    except (OSError, ValueError) as err:
+        return "unread", (f"{what} and the data could not be read to compare ({err}); every stage is counted as "
+                          f"one that would rerun (--data-root names the data folder)")
+    same = "the same data" if data_id == recorded else "other data: every stage would rerun"
+    return data_id, f"{what}; read and fingerprinted: {same}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None) -> list[dict]:
     """One entry per stage of `cfg`: key, seed, budget, arm (None for pretraining) and state, one of STATES.
 
     `stale`: a record exists but was made under other settings, data or code, so a run would redo it. The
-    data are identified by the fingerprint the run's manifest recorded (a run on other data redoes all).
+    data are identified by `data_id` (default: the fingerprint the run's manifest recorded; see `data_id_for`
+    when the pipeline's [data] settings differ from the run's).
     A stage not finished but with progress kept under today's settings has `progress`: {"unit": "learning
     rates" or "layers", "done": n, "of": N, "training": None or {"lr" or "layer": ..., "epoch": e,
     "epochs": E}}."""
     run = RunDir(Path(run_dir))
-    try:
-        manifest = json.loads((run.root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        manifest = {}
-    data_id = (manifest.get("dataset") or {}).get("fingerprint", "")
+    if data_id is None:
+        data_id = (_read_json(run.root / "manifest.json").get("dataset") or {}).get("fingerprint", "")
     stages = []
     for seed in cfg.seeds:
         if any(arm in NEEDS_PRETRAINING for arm in cfg.arms):
@@ -58,6 +100,7 @@ def stage_status(cfg: PipelineConfig, run_dir: Path) -> list[dict]:
                         stages[-1]["state"] = "failed" if _failed(record) else "finished"
                 if stages[-1]["state"] in ("missing", "stale") and arm not in SKLEARN_ARMS:
                     _add(stages[-1], _rates_kept(run, key, cfg.finetune.grid(arm), cfg.finetune.epochs,
+                                                 extension_rates(cfg.finetune.grid(arm), cfg.finetune.extend),
                                                  lambda lr, s=seed, b=budget, a=arm:
                                                  arm_fingerprint(cfg, s, b, a, data_id, lr)))
     return stages
@@ -73,16 +116,21 @@ def _peek(path: Path, stamp: str, key: str) -> dict | None:
     return load_stamped(path, stamp, key, mmap=True, warn=False)
 
 
-def _rates_kept(run: RunDir, key: str, grid, epochs: int, stamp) -> dict | None:
-    done = [lr for lr in grid if _peek(run.point_path(key, lr), stamp(lr), "fingerprint")]
+def _rates_kept(run: RunDir, key: str, grid, epochs: int, beyond, stamp) -> dict | None:
+    """Progress of a network arm's stage: its grid's rates finished, and those tried beyond the grid (`beyond`:
+    the values `finetune.extend` may try), which count only once they have been started."""
+    rates = [*grid, *beyond]
+    done = [lr for lr in rates if _peek(run.point_path(key, lr), stamp(lr), "fingerprint")]
     training = None
-    for lr in grid:
+    for lr in rates:
         state = _peek(run.epochs_path(key, lr), stamp(lr), "stamp")
         if state is not None and lr not in done:
             training = {"lr": lr, "epoch": int(state["epoch"]), "epochs": epochs}
     if not done and training is None:
         return None
-    return {"unit": "learning rates", "done": len(done), "of": len(grid), "training": training}
+    started = [lr for lr in beyond if lr in done or (training and training["lr"] == lr)]
+    return {"unit": "learning rates", "done": len(done), "of": len(grid) + len(started), "training": training,
+            **({"beyond_grid": len(started)} if started else {})}
 
 
 def _layers_kept(run: RunDir, key: str, stamp: str, cfg: PipelineConfig) -> dict | None:
@@ -102,6 +150,8 @@ def _layers_kept(run: RunDir, key: str, stamp: str, cfg: PipelineConfig) -> dict
 def describe_progress(progress: dict) -> str:
     """'2 of 5 learning rates finished; lr 0.001 kept after epoch 14 of 50'."""
     text = f"{progress['done']} of {progress['of']} {progress['unit']} finished"
+    if progress.get("beyond_grid"):
+        text += f" ({progress['beyond_grid']} beyond the grid)"
     training = progress["training"]
     if training is not None:
         what = f"lr {training['lr']:g}" if "lr" in training else f"layer {training['layer']}"
