@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output (bars on a terminal, log lines "
                      "otherwise)")
     run.add_argument("--threads", default="auto", help="CPU threads: a number, or auto (1 for networks no "
-                     "wider than 256 units, else one per core)")
+                     "wider than 256 units whose conv layers are small, under 2^18 multiply-adds an image; else one "
+                     "per core)")
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
     run.add_argument("--executor", choices=["local", "ray"],
                      help="local: every stage in this process (the default); ray: stages as Ray tasks "
