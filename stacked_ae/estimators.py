@@ -7,6 +7,7 @@ Thin by design: parameters become the core configs, NumPy <-> torch happens only
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import fields
@@ -35,7 +36,19 @@ def _seed(random_state) -> int:
         return int(np.random.SeedSequence().generate_state(1)[0])
     if isinstance(random_state, numbers.Integral):
         return int(random_state)
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    try:
+        rng = check_random_state(random_state)
+    except ValueError:
+        raise ValueError(f"random_state must be None, an int or a numpy.random.RandomState, "
+                         f"got {random_state!r}") from None
+    return int(rng.randint(np.iinfo(np.int32).max))
+
+
+def _check_random_state(random_state) -> None:
+    """A ValueError naming random_state for a value that cannot seed; draws nothing from a RandomState."""
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.RandomState)):
+        return
+    _seed(random_state)
 
 
 def _to_tensor(X: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -60,6 +73,23 @@ class _StackedAutoencoderBase(BaseEstimator):
         params = {name: getattr(self, f"finetune_{name}") for name in TRAIN_FIELDS if name != "precision"}
         _build(TrainConfig, {"precision": self.precision})   # one setting for both stages: its error names it
         return _build(TrainConfig, {**params, "precision": self.precision, **extra}, prefix="finetune_")
+
+    def _checked_settings(self, finetune_optional: bool = False) -> tuple[PretrainConfig, TrainConfig | None]:
+        """(pretraining config, fine-tuning config), every parameter checked before any data is looked at or any
+        fitted attribute changes: a fit refused for a bad parameter leaves a fitted estimator as it was. The
+        fine-tuning settings are checked even where they go unused (`finetune_optional` and finetune_epochs=0:
+        the config is then None), so a bad value is found at once rather than when a search reaches a grid point
+        that uses it."""
+        pretrain_cfg = self._pretrain_config()
+        try:
+            pretrain_cfg.check_layers(self._n_layers())
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("pretrain.")) from None
+        skip = finetune_optional and self.finetune_epochs == 0 and not isinstance(self.finetune_epochs, bool)
+        finetune_cfg = self._finetune_config(**({"epochs": 1} if skip else {}))
+        resolve_device(self.device)
+        _check_random_state(self.random_state)
+        return pretrain_cfg, None if skip else finetune_cfg
 
     def _pretrain(self, X, cfg, seed, X_val=None) -> tuple[StackedEncoder, list]:
         return greedy_pretrain(X, self.sizes, cfg, X_val=X_val, seed=seed, device=self.device,
@@ -241,10 +271,9 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
         y : None
             Ignored.
         """
-        X = _to_tensor(validate_data(self, X, dtype=np.float32))
         check_output(self.output, self._n_layers())
-        pretrain_cfg = self._pretrain_config()
-        finetune_cfg = self._finetune_config() if self.finetune_epochs != 0 else None
+        pretrain_cfg, finetune_cfg = self._checked_settings(finetune_optional=True)
+        X = _to_tensor(validate_data(self, X, dtype=np.float32))
         seed = _seed(self.random_state)
         self.encoder_, pretrain_history = self._pretrain(X, pretrain_cfg, seed)
         finetune_history = [] if finetune_cfg is None else fit_autoencoder(
@@ -255,12 +284,19 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
 
     def transform(self, X):
         """Codes of X chosen by ``output``: ndarray of float32, (n_samples, n_codes)."""
-        return encode_layers(self.encoder_, self._validate(X), self.output).numpy()
+        X = self._validate(X)   # checks fitted first: NotFittedError, not an AttributeError
+        return encode_layers(self.encoder_, X, self.output).numpy()
 
     def inverse_transform(self, X):
         """Reconstruct inputs from top-layer codes through the decoders: (n_samples, n_features_in_)."""
         check_is_fitted(self)
         codes = check_array(X, dtype=np.float32, input_name="X")
+        width = self.encoder_.sizes[-1]
+        if codes.shape[1] != width:
+            gives = "" if self.output == "top" else f"; transform with output={self.output!r} gives " \
+                f"{self._n_features_out}"
+            raise ValueError(f"X has {codes.shape[1]} features, but inverse_transform takes top-layer codes "
+                             f"({width} columns){gives}")
         return decode_codes(self.encoder_, _to_tensor(codes)).numpy()
 
     def score(self, X, y=None):
@@ -276,6 +312,7 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
 
     @property
     def _n_features_out(self) -> int:
+        check_output(self.output, len(self.encoder_.sizes))
         sizes = self.encoder_.sizes
         return sum(sizes) if self.output == "all" else sizes[-1] if self.output == "top" else sizes[self.output - 1]
 
@@ -451,23 +488,31 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         y : array-like of shape (n_samples,)
             Class labels of any type numpy can sort (ints, strings, ...).
         """
+        self._checked_settings()                           # every parameter, before the data or any attribute
+        finetune_cfg = self._finetune_config(patience=self.finetune_patience)
+        check_dropout("finetune_dropout", self.finetune_dropout)
+        check_dropout("finetune_input_dropout", self.finetune_input_dropout)
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        vf = self.validation_fraction
+        if vf is not None and (not isinstance(vf, numbers.Real) or isinstance(vf, (bool, np.bool_)) or not 0 < vf < 1):
+            raise ValueError(f"validation_fraction must be a float in (0, 1) or None, got {vf!r}")
+        if vf is None:      # patience needs a validation part: without one, training runs its epochs
+            finetune_cfg = dataclasses.replace(finetune_cfg, patience=None)
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
-        self.classes_, y = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"y has 1 class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
-        patience = self.finetune_patience if self.validation_fraction is not None else None
-        finetune_cfg = self._finetune_config(patience=patience)
-        check_dropout("finetune_dropout", self.finetune_dropout)           # before any training
-        check_dropout("finetune_input_dropout", self.finetune_input_dropout)
+        classes, y = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y has 1 class ({classes[0]!r}); a classifier needs at least 2 classes")
         seed = _seed(self.random_state)
         X, y, X_val, y_val = self._split(X, y, seed)
         encoder, pretrain_history = self._initial_encoder(X, X_val, seed)
-        self.model_ = encoder.classifier(len(self.classes_), seed=seed, dropout=self.finetune_dropout,
-                                         input_dropout=self.finetune_input_dropout)
-        finetune_history = fit_classifier(self.model_, X, y, finetune_cfg, X_val=X_val, y_val=y_val, seed=seed,
+        model = encoder.classifier(len(classes), seed=seed, dropout=self.finetune_dropout,
+                                   input_dropout=self.finetune_input_dropout)
+        finetune_history = fit_classifier(model, X, y, finetune_cfg, X_val=X_val, y_val=y_val, seed=seed,
                                           stage="finetune classifier", progress=bool(self.verbose))
-        self.encoder_ = self.model_.encoder
+        # the fitted attributes change together, once training has succeeded
+        self.classes_, self.model_, self.encoder_ = classes, model, model.encoder
         self.history_ = {"pretrain": pretrain_history, "finetune": finetune_history}
         return self
 
@@ -485,9 +530,6 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         """(X, y, X_val, y_val) as tensors; the validation part is None without validation_fraction."""
         if self.validation_fraction is None:
             return _to_tensor(X), _to_tensor(y, torch.int64), None, None
-        if not (isinstance(self.validation_fraction, float) and 0 < self.validation_fraction < 1):
-            raise ValueError(f"validation_fraction must be a float in (0, 1) or None, "
-                             f"got {self.validation_fraction!r}")
         counts = np.bincount(y)
         n_val = max(math.ceil(self.validation_fraction * len(y)), len(counts))   # at least one row per class
         if counts.min() < 2 or len(y) - n_val < len(counts):
@@ -499,8 +541,6 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
 
     def _initial_encoder(self, X, X_val, seed) -> tuple[StackedEncoder, list]:
         """Greedily pretrained layers, or fresh ones from the same constructor and settings."""
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
         cfg = self._pretrain_config()
         if self.init == "pretrained":
             return self._pretrain(X, cfg, seed, X_val)

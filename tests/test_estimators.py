@@ -304,6 +304,10 @@ def test_arbitrary_real_inputs_get_a_linear_decoder():
     (dict(finetune_epochs=2, finetune_lr=0.0), "finetune_lr must be a positive number"),
     (dict(output=3), "output must be"),
     (dict(sizes=[]), "sizes must be a non-empty list"),
+    (dict(finetune_lr="abc"), "^finetune_lr must be a positive number, got 'abc'"),    # unused (finetune_epochs=0)
+    (dict(device="gpu"), "^device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'"),
+    (dict(random_state="abc"), "^random_state must be None, an int or a numpy.random.RandomState, got 'abc'"),
+    (dict(epochs=[1, 1]), "^epochs has 2 entries but the model has 1 layers"),
 ])
 def test_bad_transformer_parameters_are_named(params, message, digits):
     """A bad parameter raises ValueError naming the estimator parameter, before any training."""
@@ -317,6 +321,7 @@ def test_bad_transformer_parameters_are_named(params, message, digits):
     (dict(finetune_epochs=0), "finetune_epochs must be a positive integer"),
     (dict(init="random", precision="fp16"), "^precision must be one of fp32, bf16; got 'fp16'"),
     (dict(finetune_dropout=1.0), "finetune_dropout must be a probability in \\[0, 1\\), got 1.0"),
+    (dict(finetune_patience=-5, validation_fraction=None), "^finetune_patience must be a positive integer, got -5"),
 ])
 def test_bad_classifier_parameters_are_named(params, message, digits):
     """A bad classifier parameter raises ValueError naming it."""
@@ -378,3 +383,39 @@ def test_numpy_integer_parameters_work_as_in_a_grid_search(digits):
     search = GridSearchCV(StackedAutoencoderClassifier(sizes=(8,), epochs=1, random_state=0),
                           {"finetune_epochs": np.arange(1, 3)}, cv=2).fit(X, y)
     assert search.best_params_["finetune_epochs"] in (1, 2)
+
+
+def test_a_refused_refit_leaves_the_fitted_classifier_as_it_was(digits):
+    """Refitting with a bad parameter on other labels is refused before anything changes: classes_, the model and
+    the predictions stay those of the first fit (a half-refit paired new classes_ with the old network). A first
+    fit refused this way leaves an unfitted estimator: NotFittedError, not an AttributeError."""
+    from sklearn.exceptions import NotFittedError
+    X, _, y, _ = digits
+    clf = StackedAutoencoderClassifier(sizes=(8,), epochs=1, finetune_epochs=2, random_state=0).fit(X[:200], y[:200])
+    classes, before = clf.classes_.copy(), clf.predict_proba(X[:20])
+    with pytest.raises(ValueError, match="finetune_dropout"):
+        clf.set_params(finetune_dropout=1.0).fit(X[:200], y[:200] > 4)
+    np.testing.assert_array_equal(clf.classes_, classes)
+    np.testing.assert_array_equal(clf.predict_proba(X[:20]), before)
+    fresh = StackedAutoencoderClassifier(sizes=(8,), finetune_dropout=1.0)
+    with pytest.raises(ValueError, match="finetune_dropout"):
+        fresh.fit(X[:50], y[:50])
+    with pytest.raises(NotFittedError):
+        fresh.predict(X[:5])
+    with pytest.raises(NotFittedError):
+        StackedAutoencoderTransformer().transform(X[:5])
+
+
+def test_output_is_checked_where_it_is_read(digits):
+    """get_feature_names_out checks `output` as transform does; inverse_transform names the width it takes when
+    given what output="all" gives; a float32 validation_fraction is a float in (0, 1)."""
+    X = digits[0][:100]
+    tr = StackedAutoencoderTransformer(sizes=(16, 8), epochs=1, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=r"output must be 'top', 'all' or a layer number in 1\.\.2, got 5"):
+        tr.set_params(output=5).get_feature_names_out()
+    with pytest.raises(ValueError, match=r"X has 24 features, but inverse_transform takes top-layer codes \(8 "
+                                         r"columns\); transform with output='all' gives 24"):
+        tr.set_params(output="all").inverse_transform(tr.transform(X))
+    StackedAutoencoderClassifier(sizes=(4,), epochs=1, finetune_epochs=1, validation_fraction=np.float32(0.2),
+                                 random_state=0).fit(X, digits[2][:100])
+
