@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -72,24 +73,12 @@ def summary_blocks(run: RunData) -> list[Block]:
     if optimistic(run):
         notes.append(Para("Model selection used the whole validation split at every budget: low-budget results "
                           "are optimistic."))
-    flagged = [f"{arm} at budget {b} ({_why(flag)})" for b, arm, *_, flag in tuning_rows(run)
-               if flag.startswith("may be")]
+    flagged = [f"{row.arm} at budget {row.budget} ({'; '.join(row.reasons)})" for row in tuning_rows(run)
+               if row.reasons]
     if flagged:
         notes.append(Para("Possibly under-tuned (see **Tuning**): " + ", ".join(flagged) + "."))
     return [Heading(2, "Summary"), Para(f"{_metric_words(run)}, mean over {_n_seeds(run)}."),
             Bullets(tuple(lines)), *notes]
-
-
-def _why(flag: str) -> str:
-    """The reasons of a Tuning flag in a few words: an edge of the grid, a one-value grid, the epoch cap."""
-    reasons = []
-    if "one-value grid" in flag:
-        reasons.append("a one-value grid")
-    if any(words in flag for words in ("of the grid", "of the rates tried", "of the C grid")):
-        reasons.append("a selection on an edge of what was tried")
-    if "the cap" in flag:
-        reasons.append("best epochs at or near the epoch cap")
-    return "; ".join(reasons) or flag.removeprefix("may be under-tuned: ")
 
 
 def _signed(run: RunData, value: float) -> str:
@@ -129,13 +118,27 @@ def _counts(values) -> str:
     return ", ".join(f"{v:g} ×{n}" for v, n in sorted(counts.items()))
 
 
+EDGE, ONE_VALUE, CAP = ("a selection on an edge of what was tried", "a one-value grid",
+                        "best epochs at or near the epoch cap")
+
+
+class TuningRow(NamedTuple):
+    """A row of the Tuning table (its first five fields) and the reasons, in a few words, behind its flag."""
+    budget: str
+    arm: str
+    selected: str
+    epochs: str
+    flag: str
+    reasons: tuple[str, ...] = ()
+
+
 def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int | None,
-               patience: int | None = None, extended: bool = False) -> tuple[str, ...] | None:
+               patience: int | None = None, extended: bool = False) -> TuningRow | None:
     rows = run.ok()
     rows = rows[(rows["budget"] == budget) & (rows["arm"] == arm)]
     if rows.empty:
         return None
-    warnings = []
+    warnings, reasons = [], []
     column = "lr" if "lr" in rows and rows["lr"].notna().any() else "C" if "C" in rows else None
     chosen = [float(v) for v in rows[column].dropna()] if column else []
     selected = f"{column} {_counts(chosen)}" if chosen else DASH
@@ -146,18 +149,22 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
         sides = (("top", sum(v >= max(grid) for v in edges)), ("bottom", sum(v <= min(grid) for v in edges)))
         for side, count in sides:
             if count:
+                reasons.append(EDGE)
                 warnings.append(f"{count} of {len(chosen)} at the {side} of the rates tried, after extending the "
                                 f"grid: widen it further")
     elif column == "lr" and len(grid) > 1 and chosen:
         for side, end in (("top", max(grid)), ("bottom", min(grid))):
             on_edge = sum(1 for v in chosen if v == end)
             if on_edge:
+                reasons.append(EDGE)
                 warnings.append(f"{on_edge} of {len(chosen)} at the {side} of the grid: widen the grid")
     elif column == "lr" and len(grid) == 1:
+        reasons.append(ONE_VALUE)
         warnings.append("a one-value grid: not tuned")
     elif column == "C" and "on_grid_edge" in rows:
         on_edge = int(rows["on_grid_edge"].map(_truthy).sum())
         if on_edge:
+            reasons.append(EDGE)
             warnings.append(f"{on_edge} of {len(chosen)} at an end of the C grid: widen the grid")
     best = [int(v) for v in rows["best_epoch"].dropna()] if "best_epoch" in rows else []
     epochs = DASH
@@ -165,11 +172,13 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
         epochs = f"{', '.join(map(str, sorted(best)))} of {cap if cap else '?'}"
         on_cap = sum(1 for e in best if cap and e >= cap)
         if on_cap:
+            reasons.append(CAP)
             warnings.append(f"{on_cap} of {len(best)} best epochs on the cap: allow more epochs")
         # A best epoch less than `patience` epochs before the cap: the cap ended training before early
         # stopping could confirm the best, so the validation loss may still have been falling.
         near = sum(1 for e in best if cap and patience and cap - patience < e < cap)
         if near:
+            reasons.append(CAP)
             warnings.append(f"{near} of {len(best)} best epochs within the patience ({patience}) of the cap: "
                             f"the cap, not early stopping, ended training; allow more epochs")
     flag = "may be under-tuned: " + "; ".join(warnings) if warnings else "inside the grid and before the cap"
@@ -177,7 +186,7 @@ def tuning_row(run: RunData, budget: str, arm: str, grid: list[float], cap: int 
         flag = DASH   # nothing to check: no epochs, and no record of where C sits in its grid
     elif not best and not warnings:
         flag = "inside the grid"
-    return (budget, arm, selected, epochs, flag)
+    return TuningRow(budget, arm, selected, epochs, flag, tuple(dict.fromkeys(reasons)))
 
 
 def _tuning_settings(run: RunData) -> tuple[list[float], int | None, int | None]:
@@ -198,7 +207,7 @@ def _probe_grid(run: RunData) -> list[float]:
     return _floats(_finetune(run).get("probe_lr"))
 
 
-def tuning_rows(run: RunData) -> list[tuple[str, ...]]:
+def tuning_rows(run: RunData) -> list[TuningRow]:
     grid, cap, patience = _tuning_settings(run)
     probe, extended = _probe_grid(run), _extend(run) > 0
     return [row for b in run.budgets for arm in run.arms
@@ -229,7 +238,8 @@ def tuning_blocks(run: RunData) -> list[Block]:
                  f"{cap or DASH} epochs{f' (early stopping patience {patience})' if patience else ''}. "
                  f"A selection on the edge of its grid, or a best epoch on the cap or within the patience "
                  f"before it, means the optimum may lie outside what was tried."),
-            Table(("budget", "arm", "selected", "best epochs (of cap)", "check"), tuple(rows), "lllll")]
+            Table(("budget", "arm", "selected", "best epochs (of cap)", "check"), tuple(row[:5] for row in rows),
+                  "lllll")]
 
 
 # ---------------------------------------------------------------- compute in view
