@@ -392,35 +392,37 @@ def _extension(grid, limit: int, best: Callable[[], float | None], tried: list[f
     highest) value tried, the next one beyond it, at most `limit` per end. The steps beyond an end repeat the
     grid's last two steps at that end (1e-4 .. 1e-2 in steps of 3 and 3.33 goes on with 3e-2, 1e-1; down with
     3e-5, 1e-5). A value beyond that diverged ends the search on its side (the optimum is not past it)."""
-    g = sorted(grid)
-    if limit <= 0 or len(g) < 2:
+    if limit <= 0 or len(grid) < 2:
         return
-    steps = {"high": [g[-2] / g[-3], g[-1] / g[-2]] if len(g) > 2 else [g[-1] / g[-2]],
-             "low": [g[2] / g[1], g[1] / g[0]] if len(g) > 2 else [g[1] / g[0]]}
     added = {"low": 0, "high": 0}
     while (chosen := best()) is not None:
         side = "low" if chosen == min(tried) else "high" if chosen == max(tried) else None
         if side is None or added[side] >= limit:
             return
-        step = steps[side][added[side] % len(steps[side])]
         added[side] += 1
-        yield float(f"{(chosen / step if side == 'low' else chosen * step):.6g}")
+        yield _beyond(grid, side, chosen, added[side] - 1)
+
+
+def _beyond(grid, side: str, value: float, k: int) -> float:
+    """The (k+1)-th value past the grid's `side` end, one step beyond `value` (the k-th, or the end itself):
+    the steps repeat the grid's last two steps at that end, rounded to 6 significant digits."""
+    g = sorted(grid)
+    steps = ([g[2] / g[1], g[1] / g[0]] if len(g) > 2 else [g[1] / g[0]]) if side == "low" else \
+        ([g[-2] / g[-3], g[-1] / g[-2]] if len(g) > 2 else [g[-1] / g[-2]])
+    step = steps[k % len(steps)]
+    return float(f"{(value / step if side == 'low' else value * step):.6g}")
 
 
 def extension_rates(grid, limit: int) -> list[float]:
     """Every value that `_extension` could try beyond the grid (at most `limit` per end), lowest first: the
     names under which an unfinished stage keeps them in partial/ (what `sae status` looks for)."""
-    g = sorted(grid)
-    if limit <= 0 or len(g) < 2:
+    if limit <= 0 or len(grid) < 2:
         return []
     values = []
-    for side, chosen in (("low", g[0]), ("high", g[-1])):
-        steps = ([g[2] / g[1], g[1] / g[0]] if len(g) > 2 else [g[1] / g[0]]) if side == "low" else \
-            ([g[-2] / g[-3], g[-1] / g[-2]] if len(g) > 2 else [g[-1] / g[-2]])
+    for side, value in (("low", min(grid)), ("high", max(grid))):
         for k in range(limit):
-            step = steps[k % len(steps)]
-            chosen = float(f"{(chosen / step if side == 'low' else chosen * step):.6g}")
-            values.append(chosen)
+            value = _beyond(grid, side, value, k)
+            values.append(value)
     return sorted(values)
 
 
