@@ -108,6 +108,14 @@ class RunDir:
     def predictions_path(self, seed: int, budget, arm: str) -> Path:
         return self.root / "predictions" / f"seed{seed}_budget{budget_label(budget)}_{arm}.npy"
 
+    def read_json(self, name: str) -> dict:
+        """A JSON object of the folder (manifest.json, config.json); {} if missing, unreadable or not an object."""
+        try:
+            value = json.loads((self.root / name).read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
     def load_stage(self, key: str, fingerprint: str) -> dict | None:
         """The record of a finished stage, or None if it has not finished or was computed under
         settings that differ from `fingerprint` (then the stage is redone)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import platform
 import shutil
@@ -74,7 +73,7 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
     try:
         _write_start(run, cfg, data, device, data_id)    # records the threads this run trains with
         if (run.root / "results.csv").is_file():   # config.json is today's: so are the tables, if this run stops
-            _write_tables(run, cfg, data_id)
+            write_tables(run, *current_records(run, cfg, data_id), cfg.data.budgets, cfg.arms)
         ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
         if cfg.run.executor == "ray":
             placement = run_ray(ctx, cfg.run, progress)
@@ -84,16 +83,14 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
             _restore_figure_encoder(ctx)
     finally:   # the caller's thread setting is theirs: restore it, also after an error or Ctrl-C
         torch.set_num_threads(previous_threads)
-    results = _write_tables(run, cfg, data_id)
+    records = current_records(run, cfg, data_id)
+    results = write_tables(run, *records, cfg.data.budgets, cfg.arms)
     ctx.counts["pretrain reused"] = len(pretrained_seeds(cfg)) - ctx.counts["pretrain computed"]
     # computed / reused stages of this invocation, pretraining counted apart
     results.attrs["stages"] = {k: ctx.counts[k] for k in ("computed", "reused", "pretrain computed", "pretrain reused")}
-    _write_finish(run, dataclasses.asdict(cfg.run), placement, *current_records(run, cfg, data_id))
+    _write_finish(run, dataclasses.asdict(cfg.run), placement, *records)
     return results
 
-
-def _write_tables(run: RunDir, cfg: PipelineConfig, data_id: str) -> pd.DataFrame:
-    return write_tables(run, *current_records(run, cfg, data_id), list(cfg.data.budgets), list(cfg.arms))
 
 
 def _restore_figure_encoder(ctx: RunContext) -> None:
@@ -159,10 +156,7 @@ def prepare_run_dir(run: RunDir, cfg: PipelineConfig, force: bool) -> None:
     config_path = run.root / "config.json"
     check_run_dir(run)
     if config_path.is_file() and not force:
-        try:
-            previous = json.loads(config_path.read_text())
-        except ValueError:
-            previous = {}
+        previous = run.read_json("config.json")
         # [run] (how the stages run) never changes a stage: not worth a warning
         changed = sorted(k for k in _changed_keys(_read_as_today(previous), cfg.to_dict()) if not k.startswith("run."))
         if changed:
@@ -268,7 +262,7 @@ def _now() -> str:
 
 
 def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.device, data_id: str) -> None:
-    previous = _read_manifest(run)
+    previous = run.read_json("manifest.json")
     command, commit, dirty = _command(), _git_commit(), _git_dirty()
     manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,
                 "python_version": platform.python_version(), "platform": platform.platform(),
@@ -286,13 +280,6 @@ def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.
     write_json(run.root / "manifest.json", manifest)
     if _samples_fingerprint(run) != data_id:   # missing, or drawn from other data: the figures would be stale
         _write_samples(run, data, data_id)
-
-
-def _read_manifest(run: RunDir) -> dict:
-    try:
-        return json.loads((run.root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _samples_fingerprint(run: RunDir) -> str | None:
@@ -316,7 +303,7 @@ def _write_finish(run: RunDir, executor: dict, placement: dict[str, str], arm_re
                   pretrain_records: list[dict]) -> None:
     """Finish the manifest: the executor, where stages ran, and the wall time of the stages of this pipeline's
     graph (not of records left from other settings)."""
-    manifest = _read_manifest(run)
+    manifest = run.read_json("manifest.json")
     manifest["executor"] = executor
     manifest["placement"] = {**manifest.get("placement", {}), **placement}   # stage key -> node:pid (Ray)
     seconds = {"pretrain": 0.0, "finetune": 0.0, "baselines": 0.0}

@@ -44,8 +44,8 @@ def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str
     and fingerprinted, as `sae run` would, and where they cannot be read every recorded stage counts as one
     that would rerun, and the note says why."""
     run = RunDir(Path(run_dir))
-    recorded = (_read_json(run.root / "manifest.json").get("dataset") or {}).get("fingerprint", "")
-    before = _read_json(run.root / "config.json").get("data") or {}
+    recorded = _recorded_data_id(run)
+    before = run.read_json("config.json").get("data") or {}
     now = cfg.to_dict()["data"]
     changed = [f"data.{k}" for k in DATA_KEYS if k in before and before[k] != now[k]]
     if not changed:
@@ -62,12 +62,9 @@ def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str
     return data_id, f"{what}; read and fingerprinted: {same}"
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+def _recorded_data_id(run: RunDir) -> str:
+    """The data fingerprint the run's manifest recorded ('' if none)."""
+    return (run.read_json("manifest.json").get("dataset") or {}).get("fingerprint", "")
 
 
 def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None) -> list[dict]:
@@ -81,7 +78,7 @@ def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None)
     "epochs": E}}."""
     run = RunDir(Path(run_dir))
     if data_id is None:
-        data_id = (_read_json(run.root / "manifest.json").get("dataset") or {}).get("fingerprint", "")
+        data_id = _recorded_data_id(run)
     stages = []
     for seed in cfg.seeds:
         if any(arm in NEEDS_PRETRAINING for arm in cfg.arms):
