@@ -20,6 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .core.checks import is_real
 from .core.conv import image_shape3
 from .core.model import StackedEncoder, check_dropout
 from .core.pretrain import greedy_pretrain
@@ -74,19 +75,21 @@ class _StackedAutoencoderBase(BaseEstimator):
         _build(TrainConfig, {"precision": self.precision})   # one setting for both stages: its error names it
         return _build(TrainConfig, {**params, "precision": self.precision, **extra}, prefix="finetune_")
 
-    def _checked_settings(self, finetune_optional: bool = False) -> tuple[PretrainConfig, TrainConfig | None]:
+    def _checked_settings(self, finetune_optional: bool = False,
+                          **finetune) -> tuple[PretrainConfig, TrainConfig | None]:
         """(pretraining config, fine-tuning config), every parameter checked before any data is looked at or any
         fitted attribute changes: a fit refused for a bad parameter leaves a fitted estimator as it was. The
         fine-tuning settings are checked even where they go unused (`finetune_optional` and finetune_epochs=0:
         the config is then None), so a bad value is found at once rather than when a search reaches a grid point
-        that uses it."""
+        that uses it. `finetune`: fine-tuning settings that are not TrainConfig fields of the estimator
+        (the classifier's patience)."""
         pretrain_cfg = self._pretrain_config()
         try:
             pretrain_cfg.check_layers(self._n_layers())
         except ValueError as err:
             raise ValueError(str(err).removeprefix("pretrain.")) from None
         skip = finetune_optional and self.finetune_epochs == 0 and not isinstance(self.finetune_epochs, bool)
-        finetune_cfg = self._finetune_config(**({"epochs": 1} if skip else {}))
+        finetune_cfg = self._finetune_config(**finetune, **({"epochs": 1} if skip else {}))
         resolve_device(self.device)
         _check_random_state(self.random_state)
         return pretrain_cfg, None if skip else finetune_cfg
@@ -488,14 +491,13 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         y : array-like of shape (n_samples,)
             Class labels of any type numpy can sort (ints, strings, ...).
         """
-        self._checked_settings()                           # every parameter, before the data or any attribute
-        finetune_cfg = self._finetune_config(patience=self.finetune_patience)
+        _, finetune_cfg = self._checked_settings(patience=self.finetune_patience)   # before the data or attributes
         check_dropout("finetune_dropout", self.finetune_dropout)
         check_dropout("finetune_input_dropout", self.finetune_input_dropout)
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
         vf = self.validation_fraction
-        if vf is not None and (not isinstance(vf, numbers.Real) or isinstance(vf, (bool, np.bool_)) or not 0 < vf < 1):
+        if vf is not None and not (is_real(vf) and 0 < vf < 1):
             raise ValueError(f"validation_fraction must be a float in (0, 1) or None, got {vf!r}")
         if vf is None:      # patience needs a validation part: without one, training runs its epochs
             finetune_cfg = dataclasses.replace(finetune_cfg, patience=None)
