@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core.checks import positive_int
+from .core.checks import is_int, positive_int
 from .core.conv import image_shape3
 from .core.data import check_X, images_as_rows, read_table
 from .core.files import atomic_write
@@ -28,7 +28,7 @@ def check_output(output, n_layers: int) -> None:
     """`output` is "top", "all" or a layer number 1..n_layers; ValueError otherwise."""
     if output in ("top", "all"):
         return
-    if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 1 <= output <= n_layers:
+    if not is_int(output) or not 1 <= output <= n_layers:
         raise ValueError(f"output must be 'top', 'all' or a layer number in 1..{n_layers}, got {output!r}")
 
 
