@@ -99,6 +99,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def device_label(device: torch.device) -> str:
+    """`cpu`, or a GPU with its name (`cuda:0 (NVIDIA H200)`): what run manifests and stage records say ran them."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam or SGD; on CPU and CUDA with torch's fused kernel, one pass over all parameters per step.
 

@@ -26,7 +26,7 @@ import torch
 
 from ..core.files import atomic_write
 from ..core.model import StackedEncoder
-from ..core.train import TrainingDiverged
+from ..core.train import TrainingDiverged, device_label
 from .arms import NEEDS_PRETRAINING, RunContext, load_arm_record, pretrain_fingerprint, pretrain_stage
 from .config import from_dict
 from .rundir import RunDir, arm_key, budget_label
@@ -135,7 +135,7 @@ def stage_task(cfg_dict: dict, data, stage: tuple, pretrained: dict | None, thre
     cfg, (kind, seed, budget, arm) = from_dict(cfg_dict), stage
     device = torch.device(device)
     data = _to(data, device)
-    run = MemoryRunDir(Path("/run"), provenance, (pretrained or {}).get("files"),
+    run = MemoryRunDir(Path("/run"), {**provenance, "device": device_label(device)}, (pretrained or {}).get("files"),
                        shared=Path(shared) if shared else None)
     ctx = RunContext(cfg, data, run, device, False, {}, data_id)
     if pretrained and pretrained.get("encoder") is not None:

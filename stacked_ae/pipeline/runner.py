@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from ..core.conv import map_shapes
 from ..core.data import IMAGE_SHAPES, Dataset, load_dataset
 from ..core.files import atomic_write
 from ..core.pretrain_config import conv_specs
-from ..core.train import resolve_device
+from ..core.train import device_label, resolve_device
 from ..core.version import __version__
 from .arms import PROTOCOL, SKLEARN_ARMS, RunContext, restore_encoder
 from .config import ConfigError, PipelineConfig, from_dict
@@ -54,10 +55,11 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
     left to draw them from, the first seed's pretraining is run again to write its encoder (see
     `restore_encoder`). While it runs, it holds the folder: another run of the same folder is refused with
     RunFolderBusy, naming the process (see `rundir.hold`)."""
-    run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name,
-                 provenance={"stacked_ae_version": __version__, "git_commit": _git_commit(), "protocol": PROTOCOL})
-    check_run_dir(run)
     device = resolve_device(device)
+    run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name,
+                 provenance={"stacked_ae_version": __version__, "git_commit": _git_commit(), "protocol": PROTOCOL,
+                             "device": device_label(device)})
+    check_run_dir(run)
     data = check_data(cfg, data_root)     # bad data fails here, before anything is written
     with hold(run.root, _command()):      # one run writes a folder at a time: a second one is refused
         return _run_held(run, cfg, data, device, force, progress, threads, figures_current)
@@ -225,6 +227,8 @@ def _to_device(data: Dataset, device: torch.device) -> Dataset:
     return dataclasses.replace(data, **tensors)
 
 
+UNRECORDED = "not recorded"   # stage_devices' key for records made before stage records named their device
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]   # stacked_ae/
 
 
@@ -266,7 +270,7 @@ def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.
     command, commit, dirty = _command(), _git_commit(), _git_dirty()
     manifest = {"stacked_ae_version": __version__, "torch_version": torch.__version__,
                 "python_version": platform.python_version(), "platform": platform.platform(),
-                "git_commit": commit, "git_dirty": dirty, "device": str(device),
+                "git_commit": commit, "git_dirty": dirty, "device": device_label(device),
                 "torch_threads": torch.get_num_threads(), "started": previous.get("started", _now()), "finished": None,
                 "command": command,
                 # every invocation that worked on this folder; a resumed run's stages come from several
@@ -301,8 +305,8 @@ def _write_samples(run: RunDir, data: Dataset, data_id: str, n: int = 2000) -> N
 
 def _write_finish(run: RunDir, executor: dict, placement: dict[str, str], arm_records: list[dict],
                   pretrain_records: list[dict]) -> None:
-    """Finish the manifest: the executor, where stages ran, and the wall time of the stages of this pipeline's
-    graph (not of records left from other settings)."""
+    """Finish the manifest: the executor, where stages ran, and the wall time and devices of the stages of this
+    pipeline's graph (not of records left from other settings)."""
     manifest = run.read_json("manifest.json")
     manifest["executor"] = executor
     manifest["placement"] = {**manifest.get("placement", {}), **placement}   # stage key -> node:pid (Ray)
@@ -312,5 +316,8 @@ def _write_finish(run: RunDir, executor: dict, placement: dict[str, str], arm_re
     for record in arm_records:
         kind = "baselines" if record["result"]["arm"] in SKLEARN_ARMS else "finetune"
         seconds[kind] += record["result"].get("wall_seconds") or 0.0
-    manifest.update(finished=_now(), stage_seconds={k: round(v, 1) for k, v in seconds.items()})
+    # a resumed run's stages may come from several devices (a GPU machine, then a CPU one): count each
+    devices = Counter(record.get("device", UNRECORDED) for record in [*pretrain_records, *arm_records])
+    manifest.update(finished=_now(), stage_seconds={k: round(v, 1) for k, v in seconds.items()},
+                    stage_devices=dict(sorted(devices.items())))
     write_json(run.root / "manifest.json", manifest)

@@ -104,11 +104,20 @@ def setup_rows(run: RunData) -> list[tuple[str, str]]:
         ("git commit", known(man.get("git_commit")) + (" (with uncommitted changes)" if man.get("git_dirty") else "")),
         *([("invocations", f"{len(man['invocations'])} (the run was resumed; the command above is the last)")]
           if len(man.get("invocations", [])) > 1 else []),
-        ("device", known(man.get("device"))),
+        ("device", devices(run)),
         ("started / finished", f"{known(man.get('started'))} / {known(man.get('finished'))}"),
         ("wall time", "; ".join(f"{k} {fmt_seconds(seconds[k])}" for k in sorted(seconds, key=stage_order))
          + (f"; total {fmt_seconds(total)}" if seconds else DASH)),
     ]
+
+
+def devices(run: RunData) -> str:
+    """Where the stages ran, from the counts the run's end recorded (`cpu: 80 stages`, or a GPU and a CPU for a
+    run resumed on another machine); the last invocation's device where no count was recorded."""
+    counts = run.manifest.get("stage_devices") or {}
+    if not counts:
+        return "{}".format(run.manifest.get("device") or DASH)
+    return "; ".join(f"{device}: {n} stage{'s' if n != 1 else ''}" for device, n in counts.items())
 
 
 def labels_used(run: RunData) -> str:

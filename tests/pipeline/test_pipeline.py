@@ -482,14 +482,16 @@ def test_stages_of_another_protocol_are_recomputed(tmp_path, monkeypatch):
     assert all(p.stat().st_mtime_ns != stamps[p.name] for p in (run_dir / "stages").glob("*.json"))
 
 
-def test_stage_records_keep_the_version_and_commit_that_made_them(tiny_run):
-    """Each stage record names the stacked-ae version, the git commit (null outside git) and the protocol it came
-    from."""
+def test_stage_records_keep_the_version_commit_and_device_that_made_them(tiny_run):
+    """Each stage record names the stacked-ae version, the git commit (null outside git), the protocol and the
+    device it came from; the manifest counts the stages per device."""
     from stacked_ae import __version__
     from stacked_ae.pipeline.arms import PROTOCOL
     records = [json.loads(p.read_text()) for p in (tiny_run[0] / "stages").glob("*.json")]
     assert records and all(r["stacked_ae_version"] == __version__ and "git_commit" in r for r in records)
     assert all(r["protocol"] == PROTOCOL for r in records)
+    assert all(r["device"] == "cpu" for r in records)
+    assert json.loads((tiny_run[0] / "manifest.json").read_text())["stage_devices"] == {"cpu": len(records)}
 
 
 def test_validation_labels_match_the_budget_and_are_shared_by_the_arms(tiny_run):
@@ -680,7 +682,9 @@ def test_tables_and_compute_times_hold_only_todays_stages(tiny_run, tmp_path, mo
     pretrain = sum(r["wall_seconds"] for r in records if "result" not in r)
     finetune = sum(r["result"]["wall_seconds"] for r in records if "result" in r and r["result"]["arm"] in
                    ("pretrained", "random", "frozen"))
-    seconds = json.loads((run_dir / "manifest.json").read_text())["stage_seconds"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    seconds = manifest["stage_seconds"]
+    assert manifest["stage_devices"] == {"cpu": len(records)}, manifest["stage_devices"]   # seed 1's alone
     assert seconds["pretrain"] == pytest.approx(pretrain, abs=0.05), (seconds, pretrain)
     assert seconds["finetune"] == pytest.approx(finetune, abs=0.05), (seconds, finetune)
     assert set(pd.read_csv(run_dir / "pretrain.csv")["seed"]) == {1}

@@ -404,6 +404,19 @@ def test_stages_made_by_another_version_are_listed(tmp_path):
     assert "arm_seed0_budgetall_random" not in md.split("## Stages from other versions")[1]
 
 
+def test_setup_names_the_devices_the_stages_ran_on(tmp_path):
+    """A run resumed on another machine says how many stages each device made (from the manifest's
+    stage_devices), not only the last invocation's device; a manifest without the counts shows that device."""
+    run = make_run_dir(tmp_path / "devices", seeds=(0,), arms=("pretrained", "random"))
+    md = render_report(run).read_text()
+    assert "| device | cpu |" in md
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stage_devices"] = {"cpu": 1, "cuda:0 (NVIDIA H200)": 4}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    md = render_report(run).read_text()
+    assert "| device | cpu: 1 stage; cuda:0 (NVIDIA H200): 4 stages |" in md
+
+
 def test_confusion_matrix_cells_and_colour_bar_share_the_unit(tmp_path, monkeypatch):
     """Cells are written in % of the true class, and the colour bar runs over the same 0-100 %."""
     from stacked_ae.report import plots
