@@ -419,3 +419,29 @@ def test_output_is_checked_where_it_is_read(digits):
     StackedAutoencoderClassifier(sizes=(4,), epochs=1, finetune_epochs=1, validation_fraction=np.float32(0.2),
                                  random_state=0).fit(X, digits[2][:100])
 
+
+
+def test_numpy_scalars_are_numbers_in_every_layer_and_dropout_setting(digits):
+    """A grid built with NumPy (np.float32 noise, np.linspace sparsity, np.int64 epochs, np.bool_ tied) fits as the
+    same Python values would: the settings are kept as Python numbers (the encoder's saved config is JSON), and
+    the same model comes out."""
+    import json
+
+    from stacked_ae.core.pretrain_config import PretrainConfig
+    cfg = PretrainConfig(noise=np.float32(0.25), sparsity=(np.float64(0.0), np.float32(0.5)), epochs=np.int64(2),
+                         tied=np.bool_(True), sparsity_target=np.float32(0.125), contractive=np.float32(0.0))
+    assert (type(cfg.noise), type(cfg.sparsity[1]), type(cfg.epochs), type(cfg.tied)) == (float, float, int, bool)
+    assert (cfg.noise, cfg.sparsity, cfg.sparsity_target) == (0.25, (0.0, 0.5), 0.125)
+    json.dumps({"noise": cfg.noise, "sparsity": cfg.sparsity})
+    X, y = digits[0][:120], digits[2][:120]
+    numpy_made = StackedAutoencoderClassifier(
+        sizes=(8,), epochs=np.int64(1), noise=np.float32(0.25), finetune_epochs=2,
+        finetune_dropout=np.float32(0.25), finetune_input_dropout=np.float64(0.125), random_state=0).fit(X, y)
+    python_made = StackedAutoencoderClassifier(
+        sizes=(8,), epochs=1, noise=0.25, finetune_epochs=2, finetune_dropout=0.25, finetune_input_dropout=0.125,
+        random_state=0).fit(X, y)
+    np.testing.assert_array_equal(numpy_made.predict_proba(X), python_made.predict_proba(X))
+    with pytest.raises(ValueError, match=r"pretrain\.noise must be in \[0, 1\), got 1\.5"):
+        PretrainConfig(noise=np.float32(1.5))
+    with pytest.raises(ValueError, match=r"finetune_dropout must be a probability in \[0, 1\), got np\.True_"):
+        StackedAutoencoderClassifier(finetune_dropout=np.bool_(True)).fit(X, y)

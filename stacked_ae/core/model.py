@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checks import is_int
+from .checks import is_int, is_real
 from .conv import ConvAutoencoderLayer, ConvSpec
 from .data import check_X
 from .files import atomic_write
@@ -240,7 +240,7 @@ class DeepAutoencoder(nn.Module):
 
 def check_dropout(name: str, p) -> float:
     """A drop probability in [0, 1); the error names `name`."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+    if not is_real(p) or not 0.0 <= p < 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")
     return float(p)
 

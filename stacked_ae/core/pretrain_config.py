@@ -24,6 +24,11 @@ LAYER_FIELDS = ("activation", "output_activation", "tied", "corruption", "noise"
 TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "precision")
 
 
+def _python(value):
+    """A NumPy scalar (np.float32(0.2), np.int64(3), np.bool_(True), np.str_) as the Python value; else as given."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Settings for greedy pretraining; every field is a scalar or a per-layer list."""
@@ -48,9 +53,10 @@ class PretrainConfig:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))   # frozen and hashable
-                value = getattr(self, f.name)
+            if isinstance(value, (list, tuple)):   # frozen and hashable; NumPy scalars become Python's, so
+                value = tuple(_python(v) for v in value)   # that the checks and JSON take np.float32 too
+            object.__setattr__(self, f.name, _python(value))
+            value = getattr(self, f.name)
             if isinstance(value, tuple) and not value:
                 raise ValueError(f"pretrain.{f.name} is an empty list; give a scalar or one entry per layer")
         for k in range(self.n_layers_given() or 1):
