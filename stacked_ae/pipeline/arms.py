@@ -224,6 +224,11 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
     edit leaves pretraining alone. The random arm starts from pretraining's initial weights, so it
     depends on the [pretrain] settings that shape them (INIT_FIELDS) but not on how pretraining trains.
     With `lr`: what one learning rate of a network arm's grid depends on (the grid replaced by it)."""
+    return fingerprint(arm_depends(cfg, seed, budget, arm, data_id, lr))
+
+
+def arm_depends(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None) -> dict:
+    """The settings `arm_fingerprint` hashes."""
     settings = cfg.to_dict()
     depends = {"protocol": PROTOCOL, "data": data_id, "task": cfg.task, "seed": seed, "budget": budget, "arm": arm}
     if cfg.task == "classification":
@@ -235,7 +240,7 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
             depends["code_width"] = cfg.model.sizes[-1]
         if arm != "pca":
             depends["C_grid"] = C_GRID
-        return fingerprint(depends)
+        return depends
     finetune = dict(settings["finetune"])
     probe = finetune.pop("probe_lr", None)    # the frozen arm's own grid, where given, stands in for lr
     if arm == "frozen" and probe:
@@ -248,29 +253,76 @@ def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: s
         depends["pretrain"] = {k: settings["pretrain"][k] for k in INIT_FIELDS}
     if arm in NEEDS_PRETRAINING or cfg.task == "reconstruction":   # the unrolled random network has decoders too
         depends.update(_decoders(cfg))
-    return fingerprint(depends)
+    return depends
 
 
 def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str,
                     restamp: bool = True) -> dict | None:
     """The finished record of an arm's stage under today's settings, or None (the stage must run).
 
-    With `finetune.extend`, a record made without it whose selection sat inside its grid (or that failed: every
-    rate diverged) is today's result too, since extension would not have started: it is reused, and with
-    `restamp` its fingerprint is rewritten (its provenance kept), so later runs and checks find it directly."""
+    A record made under other settings is today's result too where today's settings would have reproduced it
+    exactly (see `_equivalent`): it is reused, and with `restamp` its fingerprint is rewritten (its provenance
+    kept), so later runs and checks find it directly."""
     key = arm_key(seed, budget, arm)
-    record = run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, data_id))
-    if record is not None or not cfg.finetune.extend or arm in SKLEARN_ARMS:
+    stamp = arm_fingerprint(cfg, seed, budget, arm, data_id)
+    record = run.load_stage(key, stamp)
+    if record is not None or arm in SKLEARN_ARMS:
         return record
-    plain = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, extend=0))
-    record = run.load_stage(key, arm_fingerprint(plain, seed, budget, arm, data_id))
-    result = (record or {}).get("result") or {}
-    if record is None or (result.get("status") == "ok" and result.get("on_grid_edge") is not False):
+    record = run.read_stage(key)
+    if record is None or not _equivalent(record, cfg, seed, budget, arm, data_id):
         return None
     if restamp:
-        record = {**record, "fingerprint": arm_fingerprint(cfg, seed, budget, arm, data_id)}
+        record = {**record, "fingerprint": stamp}
         run.write(run.stage_path(key), json_bytes(record))
     return record
+
+
+def _equivalent(record: dict, cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> bool:
+    """Whether a network arm's record, made under other settings, is what today's settings would compute:
+
+    - made without `finetune.extend`, its selection inside its grid (or every rate failed): extension would not
+      have started;
+    - made under a lower `finetune.epochs` cap, with the constant schedule (the others depend on the cap), and
+      every rate's training ended by early stopping before that cap (a rate that diverged did so before it too):
+      each epoch was what today's would be, and so was the selection. Raising a cap that bound some stages
+      recomputes only those;
+    - both at once."""
+    variants = [(cfg, False)]
+    if cfg.finetune.extend:
+        variants.append((dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, extend=0)), True))
+    for variant, without_extend in variants:
+        depends = arm_depends(variant, seed, budget, arm, data_id)
+        if fingerprint(depends) == record.get("fingerprint"):
+            cap = cfg.finetune.epochs
+        else:
+            cap = _lower_cap(depends, record.get("fingerprint"), cfg)
+            if cap is None or not _ended_before(record, cap):
+                continue
+        if without_extend:
+            result = record.get("result") or {}
+            if result.get("status") == "ok" and result.get("on_grid_edge") is not False:
+                continue
+        return True
+    return False
+
+
+def _lower_cap(depends: dict, stamp, cfg: PipelineConfig) -> int | None:
+    """The finetune.epochs below today's under which `depends` hashes to `stamp` (None if none does, or the
+    schedule is not constant)."""
+    if cfg.finetune.schedule != "constant" or not stamp:
+        return None
+    for cap in range(1, cfg.finetune.epochs):
+        if fingerprint({**depends, "finetune": {**depends["finetune"], "epochs": cap}}) == stamp:
+            return cap
+    return None
+
+
+def _ended_before(record: dict, cap: int) -> bool:
+    """Every learning rate in the record's history stopped by itself, before `cap` epochs."""
+    trained: dict = {}
+    for row in record.get("history") or []:
+        trained[row.get("lr")] = max(trained.get(row.get("lr"), 0), int(row.get("epoch", 0)))
+    return bool(trained) and all(n < cap for n in trained.values())
 
 
 def load_cached_encoder(ctx: RunContext, path) -> StackedEncoder:

@@ -119,14 +119,20 @@ class RunDir:
     def load_stage(self, key: str, fingerprint: str) -> dict | None:
         """The record of a finished stage, or None if it has not finished or was computed under
         settings that differ from `fingerprint` (then the stage is redone)."""
+        record = self.read_stage(key)
+        return record if record is not None and record.get("fingerprint") == fingerprint else None
+
+    def read_stage(self, key: str) -> dict | None:
+        """The stage's record under whatever settings made it, or None (none, or unreadable: not ours, or
+        damaged by hand)."""
         path = self.stage_path(key)
         if not path.is_file():
             return None
         try:
             record = json.loads(path.read_text())
         except ValueError:
-            return None   # unreadable record (not ours, or damaged by hand): redo the stage
-        return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
+            return None
+        return record if isinstance(record, dict) else None
 
     def write(self, path: Path, data: bytes) -> None:
         """Every file a stage produces goes through here (a Ray worker keeps them for the driver instead)."""

@@ -525,6 +525,48 @@ def test_extend_reruns_only_the_stages_whose_selection_sat_on_an_edge(tmp_path, 
     assert ("of the rates tried, after extending the grid: widen it further" in text) == (not still.empty)
 
 
+def _epochs_by_lr(record: dict) -> dict:
+    trained: dict = {}
+    for row in record["history"]:
+        trained[row["lr"]] = max(trained.get(row["lr"], 0), row["epoch"])
+    return trained
+
+
+def test_raising_the_epoch_cap_retrains_only_the_stages_it_bound(tmp_path, monkeypatch):
+    """Raising finetune.epochs under the constant schedule: a stage whose every rate stopped early is what the new
+    cap computes, epoch for epoch, so it is reused (stamped for today's settings, its provenance kept); a stage
+    with a rate that ran to the old cap trains again. The tables equal a fresh run's at the new cap; under a
+    cosine schedule, whose steps depend on the cap, every stage trains again."""
+    from stacked_ae.pipeline import arms
+    from stacked_ae.pipeline.status import stage_status
+    settings = dict(GRID, seeds=[0, 1], data={"dataset": "digits", "budgets": [5, "all"]},
+                    finetune=dict(GRID["finetune"], epochs=12, lr=[0.03, 0.3], patience=2))
+    run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
+    before = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("arm_*.json")}
+    bound = {k for k, r in before.items() if max(_epochs_by_lr(r).values()) == 12}
+    assert 0 < len(bound) < len(before), {k: _epochs_by_lr(r) for k, r in before.items()}   # both kinds
+
+    raised = dict(settings, finetune=dict(settings["finetune"], epochs=40))
+    calls = stop_at(monkeypatch, arms, "fit_classifier", set())
+    second = run_pipeline(from_dict(raised), tmp_path / "run", device="cpu", progress=False)
+    after = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("arm_*.json")}
+    assert len(calls) == sum(len(_epochs_by_lr(after[k])) for k in bound)   # the bound stages' rates alone
+    for key in set(before) - bound:
+        assert after[key]["history"] == before[key]["history"]
+        assert after[key]["result"]["wall_seconds"] == before[key]["result"]["wall_seconds"]   # not trained again
+    assert {s["state"] for s in stage_status(from_dict(raised), tmp_path / "run")} == {"finished"}
+    monkeypatch.undo()
+    fresh = run_pipeline(from_dict(raised), tmp_path / "fresh", device="cpu", progress=False)
+    pd.testing.assert_frame_equal(second.drop(columns=["wall_seconds"]), fresh.drop(columns=["wall_seconds"]))
+
+    cosine = {**settings, "finetune": dict(settings["finetune"], schedule="cosine")}
+    run_pipeline(from_dict(cosine), tmp_path / "cosine", device="cpu", progress=False)
+    calls = stop_at(monkeypatch, arms, "fit_classifier", set())
+    run_pipeline(from_dict(dict(cosine, finetune=dict(cosine["finetune"], epochs=40))), tmp_path / "cosine",
+                 device="cpu", progress=False)
+    assert len(calls) == 2 * len(before)   # every stage, each of its 2 rates
+
+
 def comparable_rows(results: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     keys = rows[["seed", "arm"]].apply(tuple, axis=1)
     picked = results[results[["seed", "arm"]].apply(tuple, axis=1).isin(keys)]
