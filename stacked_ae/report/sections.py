@@ -116,7 +116,7 @@ def devices(run: RunData) -> str:
     run resumed on another machine); the last invocation's device where no count was recorded."""
     counts = run.manifest.get("stage_devices") or {}
     if not counts:
-        return "{}".format(run.manifest.get("device") or DASH)
+        return str(run.manifest.get("device") or DASH)
     return "; ".join(f"{device}: {n} stage{'s' if n != 1 else ''}" for device, n in counts.items())
 
 
