@@ -4,6 +4,7 @@ sits on the edge of its grid), and what each arm cost in minutes.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from typing import NamedTuple
@@ -252,14 +253,49 @@ def compute_blocks(run: RunData) -> list[Block]:
     seconds = pd.to_numeric(res["wall_seconds"], errors="coerce")
     per_arm = {arm: float(seconds[res["arm"] == arm].sum()) for arm in run.arms}
     pretrain = (run.manifest.get("stage_seconds") or {}).get("pretrain")
+    devices = stage_devices(run)
+    mixed = len({d for counts in devices.values() for d in counts}) > 1
     rows = []
     for arm in run.arms:
         shared = ""
         if arm in ("pretrained", "frozen") and isinstance(pretrain, (int, float)):
             shared = f"+ {fmt_seconds(pretrain)} of greedy pretraining, shared"
-        rows.append((arm, fmt_seconds(per_arm[arm]), shared or DASH))
+            if mixed:
+                shared += f" ({_devices_text(devices.get('pretraining', Counter()))})"
+        rows.append((arm, fmt_seconds(per_arm[arm]), shared or DASH,
+                     *([_devices_text(devices.get(arm, Counter()))] if mixed else [])))
     return [Heading(2, "Compute"),
             Para("Wall time of each arm summed over seeds and budgets (fine-tuning every grid value, or fitting "
                  "the baseline). Greedy pretraining runs once per seed and serves every budget of the arms built "
-                 "on it."),
-            Table(("arm", "wall time", "pretraining"), tuple(rows), "lrl")]
+                 "on it." + (" The stages ran on more than one device (a scikit-learn baseline on the CPU of "
+                             "that device's machine): compare times within a device." if mixed else "")),
+            Table(("arm", "wall time", "pretraining", *(["device"] if mixed else [])), tuple(rows),
+                  "lrl" + ("l" if mixed else ""))]
+
+
+def stage_devices(run: RunData) -> dict[str, Counter]:
+    """{arm, or "pretraining": Counter of the devices its stage records name} for the stages in the tables
+    (records made before they named their device count as none)."""
+    keys = {arm: [f"arm_seed{int(r.seed)}_budget{r.budget}_{arm}" for r in rows.itertuples()]
+            for arm, rows in run.results.groupby("arm")}
+    keys["pretraining"] = [f"pretrain_seed{seed}" for seed in run.seeds]
+    devices = {}
+    for name, stage_keys in keys.items():
+        counts = Counter()
+        for key in stage_keys:
+            try:
+                device = json.loads((run.path / "stages" / f"{key}.json").read_text()).get("device")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if device:
+                counts[device] += 1
+        devices[name] = counts
+    return devices
+
+
+def _devices_text(counts: Counter) -> str:
+    if not counts:
+        return "not recorded"
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{device} ×{n}" for device, n in sorted(counts.items()))

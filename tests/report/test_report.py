@@ -415,6 +415,19 @@ def test_setup_names_the_devices_the_stages_ran_on(tmp_path):
     (run / "manifest.json").write_text(json.dumps(manifest))
     md = render_report(run).read_text()
     assert "| device | cpu: 1 stage; cuda:0 (NVIDIA H200): 4 stages |" in md
+    assert "| arm | wall time | pretraining |\n" in md          # no stage record names a device: no column
+
+    gpu, stages = "cuda:0 (NVIDIA H200)", run / "stages"
+    stages.mkdir()
+    for key, device in [("arm_seed0_budget10_pretrained", gpu), ("arm_seed0_budgetall_pretrained", gpu),
+                        ("arm_seed0_budget10_random", gpu), ("arm_seed0_budgetall_random", "cpu"),
+                        ("pretrain_seed0", gpu)]:
+        (stages / f"{key}.json").write_text(json.dumps({"device": device}))
+    md = render_report(run).read_text()
+    assert ("The stages ran on more than one device (a scikit-learn baseline on the CPU of that device's machine): "
+            "compare times within a device.") in md
+    assert f"of greedy pretraining, shared ({gpu}) | {gpu} |" in md
+    assert f"| cpu ×1, {gpu} ×1 |" in md
 
 
 def test_confusion_matrix_cells_and_colour_bar_share_the_unit(tmp_path, monkeypatch):
