@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,19 @@ class RunData:
     @property
     def name(self) -> str:
         return str(self.config.get("name") or self.path.name)
+
+    @cached_property
+    def stage_records(self) -> dict[str, dict]:
+        """{stage key: record} of every readable record in stages/, current or not, read once per report."""
+        records = {}
+        for path in sorted((self.path / "stages").glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict):
+                records[path.stem] = record
+        return records
 
     @property
     def task(self) -> str:

@@ -4,7 +4,6 @@ same files always give the same text.
 """
 from __future__ import annotations
 
-import json
 import math
 
 from .markup import Block, Bullets, Heading, Para, Table
@@ -370,16 +369,12 @@ def version_blocks(run: RunData) -> list[Block]:
     """Stages made by another stacked-ae version or commit than the run's last invocation (resumed runs)."""
     last = (run.manifest.get("stacked_ae_version"), run.manifest.get("git_commit"))
     others: dict[tuple, list[str]] = {}
-    for path in sorted((run.path / "stages").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for key, record in run.stage_records.items():
         if "stacked_ae_version" not in record:
             continue   # written before stage records named their version: nothing to compare
         made = (record.get("stacked_ae_version"), record.get("git_commit"))
         if made != last:
-            others.setdefault(made, []).append(path.stem)
+            others.setdefault(made, []).append(key)
     if not others:
         return []
     items = tuple(f"{len(stages)} stage(s) by stacked-ae {version}"

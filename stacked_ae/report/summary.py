@@ -4,7 +4,6 @@ sits on the edge of its grid), and what each arm cost in minutes.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from typing import NamedTuple
@@ -279,18 +278,8 @@ def stage_devices(run: RunData) -> dict[str, Counter]:
     keys = {arm: [f"arm_seed{int(r.seed)}_budget{r.budget}_{arm}" for r in rows.itertuples()]
             for arm, rows in run.results.groupby("arm")}
     keys["pretraining"] = [f"pretrain_seed{seed}" for seed in run.seeds]
-    devices = {}
-    for name, stage_keys in keys.items():
-        counts = Counter()
-        for key in stage_keys:
-            try:
-                device = json.loads((run.path / "stages" / f"{key}.json").read_text()).get("device")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if device:
-                counts[device] += 1
-        devices[name] = counts
-    return devices
+    return {name: Counter(device for key in stage_keys if (device := run.stage_records.get(key, {}).get("device")))
+            for name, stage_keys in keys.items()}
 
 
 def _devices_text(counts: Counter) -> str:
