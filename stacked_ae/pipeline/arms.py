@@ -34,7 +34,7 @@ from ..core.train import (
     predict_logits,
 )
 from .config import PipelineConfig
-from .rundir import RunDir, arm_key, fingerprint, json_bytes, npy_bytes
+from .rundir import RunDir, arm_key, fingerprint, json_bytes, npy_bytes, pretrain_key
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     """Greedy pretraining of one seed on all training images (labels unused); computed once, cached."""
     if seed in ctx.stacks:
         return ctx.stacks[seed]
-    key, stamp = f"pretrain_seed{seed}", pretrain_fingerprint(ctx.cfg, seed, ctx.data_id)
+    key, stamp = pretrain_key(seed), pretrain_fingerprint(ctx.cfg, seed, ctx.data_id)
     record = ctx.run.load_stage(key, stamp)
     path = ctx.run.encoder_path(seed)
     if record is not None and (record["status"] != "ok" or path.is_file()):
@@ -186,7 +186,7 @@ def restore_encoder(ctx: RunContext, seed: int) -> bool:
     are large, and reference reports do not keep them): pretraining is deterministic for a seed, so it gives
     the weights the arms started from (bit for bit on the same machine and threads). The stage record is kept
     as it is. Returns whether it wrote the file."""
-    record = ctx.run.load_stage(f"pretrain_seed{seed}", pretrain_fingerprint(ctx.cfg, seed, ctx.data_id))
+    record = ctx.run.load_stage(pretrain_key(seed), pretrain_fingerprint(ctx.cfg, seed, ctx.data_id))
     path = ctx.run.encoder_path(seed)
     if record is None or record.get("status") != "ok" or path.is_file():
         return False

@@ -29,7 +29,7 @@ from ..core.model import StackedEncoder
 from ..core.train import TrainingDiverged, device_label
 from .arms import NEEDS_PRETRAINING, RunContext, load_arm_record, pretrain_fingerprint, pretrain_stage
 from .config import from_dict
-from .rundir import RunDir, arm_key, budget_label
+from .rundir import RunDir, arm_key, budget_label, pretrain_key
 from .stages import run_stage
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def current_records(run: RunDir, cfg, data_id: str) -> tuple[list[dict], list[di
     budgets or arms no longer configured) or made under other settings are left out, not deleted."""
     arms = [load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
             for seed, budget, arm in arm_stages(cfg)]
-    pretrain = [run.load_stage(f"pretrain_seed{seed}", pretrain_fingerprint(cfg, seed, data_id))
+    pretrain = [run.load_stage(pretrain_key(seed), pretrain_fingerprint(cfg, seed, data_id))
                 for seed in pretrained_seeds(cfg)]
     return [r for r in arms if r is not None], [r for r in pretrain if r is not None]
 
@@ -234,7 +234,7 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
         encoders[seed] = _cached_pretraining(run, cfg, seed, ctx.data_id)
         if encoders[seed] is None:
             ref = task.remote(*common, ("pretrain", seed, None, None), None, *extra)
-            encoders[seed], pending[ref] = ref, f"pretrain_seed{seed}"
+            encoders[seed], pending[ref] = ref, pretrain_key(seed)
             ctx.counts["pretrain computed"] += 1
     for seed, budget, arm in arm_stages(cfg):
         key = arm_key(seed, budget, arm)
@@ -254,7 +254,7 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
 
 def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | None:
     """A finished pretraining as a task would return it (its record and encoder), or None to compute it."""
-    key = f"pretrain_seed{seed}"
+    key = pretrain_key(seed)
     record = run.load_stage(key, pretrain_fingerprint(cfg, seed, data_id))
     path = run.encoder_path(seed)
     if record is None or (record.get("status") == "ok" and not path.is_file()):

@@ -87,6 +87,11 @@ def arm_key(seed: int, budget, arm: str) -> str:
     return f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"
 
 
+def pretrain_key(seed: int) -> str:
+    """The stage key of a seed's greedy pretraining (its record is stages/{key}.json)."""
+    return f"pretrain_seed{seed}"
+
+
 class RunDir:
     """Paths and the stage cache of one run directory."""
 

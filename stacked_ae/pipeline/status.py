@@ -21,7 +21,7 @@ from .arms import (
     pretrain_fingerprint,
 )
 from .config import PipelineConfig, from_dict
-from .rundir import RunDir, arm_key, budget_label
+from .rundir import RunDir, arm_key, budget_label, pretrain_key
 
 STATES = ("finished", "failed", "stale", "missing")
 
@@ -82,7 +82,7 @@ def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None)
     stages = []
     for seed in cfg.seeds:
         if any(arm in NEEDS_PRETRAINING for arm in cfg.arms):
-            key, stamp = f"pretrain_seed{seed}", pretrain_fingerprint(cfg, seed, data_id)
+            key, stamp = pretrain_key(seed), pretrain_fingerprint(cfg, seed, data_id)
             stages.append(_state(run, key, stamp, seed=seed, budget=None, arm=None))
             if stages[-1]["state"] in ("missing", "stale"):
                 _add(stages[-1], _layers_kept(run, key, stamp, cfg))

@@ -20,7 +20,7 @@ import numpy as np
 from ..core.files import atomic_write
 from ..core.model import CheckpointError, StackedEncoder
 from . import ae_plots, plots
-from .rundata import RunData
+from .rundata import RunData, arm_stage_key, pretrain_stage_key
 
 N_RECONSTRUCTIONS = 10
 RECORD = "autoencoder.json"   # in figures/: what the autoencoder figures were drawn from
@@ -143,8 +143,8 @@ def _autoencoder(run: RunData, fig_dir: Path) -> list[Drawn]:
 # The files an autoencoder figure of seed S is drawn from, besides the checkpoints those stages wrote.
 def _sources(run_dir: Path, seed: int) -> dict[str, str]:
     """{file relative to the run folder: sha256} of samples.npz and the seed's stage records that exist."""
-    names = ["samples.npz", f"stages/pretrain_seed{seed}.json",
-             *(f"stages/arm_seed{seed}_budgetall_{arm}.json" for arm in ("pretrained", "random"))]
+    keys = [pretrain_stage_key(seed), *(arm_stage_key(seed, "all", arm) for arm in ("pretrained", "random"))]
+    names = ["samples.npz", *(f"stages/{key}.json" for key in keys)]
     return {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()[:16]
             for name in names if (run_dir / name).is_file()}
 

@@ -43,6 +43,17 @@ def find_key(tree: Any, key: str) -> Any:
     return None
 
 
+def arm_stage_key(seed: int, budget: str, arm: str) -> str:
+    """The key of an arm stage's record, stages/{key}.json, with the budget as results.csv writes it ("10",
+    "all"): the name `pipeline.rundir.arm_key` gives it, which the report, reading the folder only, spells here."""
+    return f"arm_seed{seed}_budget{budget}_{arm}"
+
+
+def pretrain_stage_key(seed: int) -> str:
+    """The key of a seed's pretraining record, stages/{key}.json."""
+    return f"pretrain_seed{seed}"
+
+
 @dataclass
 class RunData:
     """Everything the report reads from one run directory."""

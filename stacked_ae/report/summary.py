@@ -11,7 +11,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from .markup import Block, Bullets, Heading, Para, Table
-from .rundata import RunData
+from .rundata import RunData, arm_stage_key, pretrain_stage_key
 from .sections import DASH, diff_unit, fmt_ci, fmt_mean_std, fmt_seconds, fmt_value, knn_means, optimistic, paired_rows
 from .stats import ALPHA, fmt_p, per_seed, summarize
 
@@ -275,9 +275,9 @@ def compute_blocks(run: RunData) -> list[Block]:
 def stage_devices(run: RunData) -> dict[str, Counter]:
     """{arm, or "pretraining": Counter of the devices its stage records name} for the stages in the tables
     (records made before they named their device count as none)."""
-    keys = {arm: [f"arm_seed{int(r.seed)}_budget{r.budget}_{arm}" for r in rows.itertuples()]
+    keys = {arm: [arm_stage_key(int(r.seed), r.budget, arm) for r in rows.itertuples()]
             for arm, rows in run.results.groupby("arm")}
-    keys["pretraining"] = [f"pretrain_seed{seed}" for seed in run.seeds]
+    keys["pretraining"] = [pretrain_stage_key(seed) for seed in run.seeds]
     return {name: Counter(device for key in stage_keys if (device := run.stage_records.get(key, {}).get("device")))
             for name, stage_keys in keys.items()}
 

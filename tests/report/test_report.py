@@ -455,3 +455,14 @@ def test_side_by_side_shows_the_settings_that_differ_and_distinct_labels(tmp_pat
     assert table_row(md, "`seeds`", "[0, 1]", "[0, 1, 2]") is not None
     assert table_row(md, "`name`") is None, "equal settings are not listed"
     assert f"**{a}** = `{a}`" in md and f"**{b}** = `{b}`" in md
+
+
+def test_report_spells_stage_keys_as_the_pipeline_writes_them():
+    """The report reads stages/{key}.json by names it spells itself (it never imports the runner): they must be
+    the names the pipeline gives its records."""
+    from stacked_ae.pipeline.rundir import arm_key, pretrain_key
+    from stacked_ae.report.rundata import arm_stage_key, pretrain_stage_key
+    for seed, budget, label in [(0, 10, "10"), (3, "all", "all")]:
+        for arm in ("pretrained", "pca-logreg"):
+            assert arm_stage_key(seed, label, arm) == arm_key(seed, budget, arm)
+    assert pretrain_stage_key(4) == pretrain_key(4) == "pretrain_seed4"
