@@ -6,6 +6,7 @@ become None and a note in `run.notes`. Only `results.csv` is required.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +42,10 @@ def find_key(tree: Any, key: str) -> Any:
         if found is not None:
             return found
     return None
+
+
+UNRECORDED = "not recorded"        # a stage whose record names no device
+PRETRAINED_ARMS = ("pretrained", "frozen")   # the arms built on greedy pretraining
 
 
 def arm_stage_key(seed: int, budget: str, arm: str) -> str:
@@ -81,6 +86,18 @@ class RunData:
             if isinstance(record, dict):
                 records[path.stem] = record
         return records
+
+    @cached_property
+    def stage_devices(self) -> dict[str, Counter]:
+        """{arm, or "pretraining": Counter of the devices its stage records name}, for the stages in the tables
+        (results.csv's rows and each seed's pretraining); a record that names no device (made before records
+        did, or missing) counts under "not recorded". The setup row and the Compute table both read this."""
+        keys = {arm: [arm_stage_key(int(r.seed), r.budget, arm) for r in rows.itertuples()]
+                for arm, rows in self.results.groupby("arm")}
+        if any(arm in PRETRAINED_ARMS for arm in keys):
+            keys["pretraining"] = [pretrain_stage_key(seed) for seed in self.seeds]
+        return {name: Counter(self.stage_records.get(key, {}).get("device") or UNRECORDED for key in stage_keys)
+                for name, stage_keys in keys.items()}
 
     @property
     def task(self) -> str:

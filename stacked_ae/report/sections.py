@@ -5,9 +5,10 @@ same files always give the same text.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from .markup import Block, Bullets, Heading, Para, Table
-from .rundata import RunData
+from .rundata import UNRECORDED, RunData
 from .stats import ALPHA, WILCOXON_MIN_N, Paired, Summary, compare_arms, fmt_p, holm, per_seed, summarize, verdict
 
 DASH = "—"
@@ -111,12 +112,15 @@ def setup_rows(run: RunData) -> list[tuple[str, str]]:
 
 
 def devices(run: RunData) -> str:
-    """Where the stages ran, from the counts the run's end recorded (`cpu: 80 stages`, or a GPU and a CPU for a
-    run resumed on another machine); the last invocation's device where no count was recorded."""
-    counts = run.manifest.get("stage_devices") or {}
+    """Where the stages in the tables ran, counted from their stage records as the Compute table counts them
+    (`cpu: 80 stages`, or a GPU and a CPU for a run resumed on another machine); where no record names a device,
+    the counts the run's end wrote to the manifest, else the last invocation's device."""
+    counts = sum(run.stage_devices.values(), Counter())
+    if set(counts) <= {UNRECORDED}:
+        counts = Counter(run.manifest.get("stage_devices") or {})
     if not counts:
         return str(run.manifest.get("device") or DASH)
-    return "; ".join(f"{device}: {n} stage{'s' if n != 1 else ''}" for device, n in counts.items())
+    return "; ".join(f"{device}: {n} stage{'s' if n != 1 else ''}" for device, n in sorted(counts.items()))
 
 
 def labels_used(run: RunData) -> str:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from .markup import Block, Bullets, Heading, Para, Table
-from .rundata import RunData, arm_stage_key, pretrain_stage_key
+from .rundata import PRETRAINED_ARMS, UNRECORDED, RunData
 from .sections import DASH, diff_unit, fmt_ci, fmt_mean_std, fmt_seconds, fmt_value, knn_means, optimistic, paired_rows
 from .stats import ALPHA, fmt_p, per_seed, summarize
 
@@ -252,12 +252,12 @@ def compute_blocks(run: RunData) -> list[Block]:
     seconds = pd.to_numeric(res["wall_seconds"], errors="coerce")
     per_arm = {arm: float(seconds[res["arm"] == arm].sum()) for arm in run.arms}
     pretrain = (run.manifest.get("stage_seconds") or {}).get("pretrain")
-    devices = stage_devices(run)
-    mixed = len({d for counts in devices.values() for d in counts}) > 1
+    devices = run.stage_devices
+    mixed = len({d for counts in devices.values() for d in counts if d != UNRECORDED}) > 1   # known devices
     rows = []
     for arm in run.arms:
         shared = ""
-        if arm in ("pretrained", "frozen") and isinstance(pretrain, (int, float)):
+        if arm in PRETRAINED_ARMS and isinstance(pretrain, (int, float)):
             shared = f"+ {fmt_seconds(pretrain)} of greedy pretraining, shared"
             if mixed:
                 shared += f" ({_devices_text(devices.get('pretraining', Counter()))})"
@@ -270,16 +270,6 @@ def compute_blocks(run: RunData) -> list[Block]:
                              "that device's machine): compare times within a device." if mixed else "")),
             Table(("arm", "wall time", "pretraining", *(["device"] if mixed else [])), tuple(rows),
                   "lrl" + ("l" if mixed else ""))]
-
-
-def stage_devices(run: RunData) -> dict[str, Counter]:
-    """{arm, or "pretraining": Counter of the devices its stage records name} for the stages in the tables
-    (records made before they named their device count as none)."""
-    keys = {arm: [arm_stage_key(int(r.seed), r.budget, arm) for r in rows.itertuples()]
-            for arm, rows in run.results.groupby("arm")}
-    keys["pretraining"] = [pretrain_stage_key(seed) for seed in run.seeds]
-    return {name: Counter(device for key in stage_keys if (device := run.stage_records.get(key, {}).get("device")))
-            for name, stage_keys in keys.items()}
 
 
 def _devices_text(counts: Counter) -> str:

@@ -405,8 +405,9 @@ def test_stages_made_by_another_version_are_listed(tmp_path):
 
 
 def test_setup_names_the_devices_the_stages_ran_on(tmp_path):
-    """A run resumed on another machine says how many stages each device made (from the manifest's
-    stage_devices), not only the last invocation's device; a manifest without the counts shows that device."""
+    """A run resumed on another machine says how many stages each device made, not only the last invocation's
+    device: counted from the stage records, as the Compute table counts them; from the manifest's stage_devices
+    where no record names a device; a manifest without the counts shows that device."""
     run = make_run_dir(tmp_path / "devices", seeds=(0,), arms=("pretrained", "random"))
     md = render_report(run).read_text()
     assert "| device | cpu |" in md
@@ -423,11 +424,21 @@ def test_setup_names_the_devices_the_stages_ran_on(tmp_path):
                         ("arm_seed0_budget10_random", gpu), ("arm_seed0_budgetall_random", "cpu"),
                         ("pretrain_seed0", gpu)]:
         (stages / f"{key}.json").write_text(json.dumps({"device": device}))
+    manifest["stage_devices"] = {"cpu": 5}          # stale counts: the records win
+    (run / "manifest.json").write_text(json.dumps(manifest))
     md = render_report(run).read_text()
+    assert f"| device | cpu: 1 stage; {gpu}: 4 stages |" in md
     assert ("The stages ran on more than one device (a scikit-learn baseline on the CPU of that device's machine): "
             "compare times within a device.") in md
     assert f"of greedy pretraining, shared ({gpu}) | {gpu} |" in md
     assert f"| cpu ×1, {gpu} ×1 |" in md
+
+    for record in stages.glob("*.json"):                # one known device, one record that names none
+        record.write_text(json.dumps({"device": "cpu"}))
+    (stages / "pretrain_seed0.json").write_text(json.dumps({}))
+    md = render_report(run).read_text()
+    assert "| device | cpu: 4 stages; not recorded: 1 stage |" in md
+    assert "| arm | wall time | pretraining |\n" in md and "more than one device" not in md
 
 
 def test_confusion_matrix_cells_and_colour_bar_share_the_unit(tmp_path, monkeypatch):
