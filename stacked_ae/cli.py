@@ -111,11 +111,9 @@ def cmd_run(args) -> int:
     cfg = load_config(args.file, overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     bars = not args.quiet and sys.stderr.isatty()    # a log file gets plain lines, not redrawn bars
-    if not args.quiet and not bars:
-        _log_stages()
     received: list[int] = []
     try:
-        with _terminate_like_ctrl_c(received):
+        with _log_stages(not args.quiet and not bars), _terminate_like_ctrl_c(received):
             results = run_pipeline(cfg, out, data_root=args.data_root, device=args.device, force=args.force,
                                    progress=bars, threads=_threads(args.threads),
                                    figures_current=None if args.no_report else record_is_current)
@@ -152,14 +150,58 @@ def _terminate_like_ctrl_c(received: list):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _log_stages() -> None:
-    """One plain line per finished stage on stderr (for logs and pipes, where progress bars are noise)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("stacked_ae.pipeline")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False   # its own plain lines; warnings would otherwise print twice
+HEARTBEAT_SECONDS = 120.0   # in a log, a training run's epoch lines come at most this often
+
+
+@contextlib.contextmanager
+def _log_stages(on: bool):
+    """Plain lines on stderr for logs and pipes, where progress bars are noise: one per finished stage, and,
+    for a stage still training, an epoch line at most every HEARTBEAT_SECONDS (stages run in this process).
+    The loggers are as they were afterwards (main() may be called in a process that goes on)."""
+    if not on:
+        yield
+        return
+    from .core.train import HEARTBEAT
+    saved = []
+    for name, thin in (("stacked_ae.pipeline", None), ("stacked_ae.core", Heartbeat(HEARTBEAT_SECONDS, HEARTBEAT))):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        if thin is not None:
+            handler.addFilter(thin)   # on the handler: a logger's own filters skip its children's records
+        logger = logging.getLogger(name)
+        saved.append((logger, handler, logger.level, logger.propagate))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False   # its own plain lines; warnings would otherwise print twice
+    try:
+        yield
+    finally:
+        for logger, handler, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+class Heartbeat(logging.Filter):
+    """Lets through warnings, and a training run's epoch lines (records whose `attribute` holds the run and its
+    seconds of training so far) once `seconds` more have passed in that run since the last one let through;
+    the core's other progress lines stay out of the log."""
+
+    def __init__(self, seconds: float, attribute: str):
+        super().__init__()
+        self.seconds, self.attribute, self.shown = seconds, attribute, {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        beat = getattr(record, self.attribute, None)
+        if beat is None:
+            return False
+        run, seconds = beat
+        if seconds - self.shown.get(run, 0.0) < self.seconds:
+            return False
+        self.shown[run] = seconds
+        return True
 
 
 def _threads(value: str) -> int | str:

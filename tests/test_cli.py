@@ -194,6 +194,45 @@ def test_progress_is_plain_log_lines_when_stderr_is_not_a_terminal(smoke_file, t
     assert err.count(": ok in ") == 2 * 2 * 5, err[-500:]
 
 
+def test_a_log_gets_a_training_runs_epoch_lines_at_most_every_heartbeat(smoke_file, tmp_path, capsys,
+                                                                          monkeypatch):
+    """A stage that trains for long still shows in a log: its epoch lines, named by seed, budget, arm and rate,
+    come through once HEARTBEAT_SECONDS of its training have passed since the last one (0 here: every epoch;
+    the default keeps fast stages to their one line). The loggers are as they were afterwards."""
+    import logging
+
+    from stacked_ae import cli
+    monkeypatch.setattr(cli, "HEARTBEAT_SECONDS", 0.0)
+    core = logging.getLogger("stacked_ae.core")
+    before = (core.level, core.propagate, list(core.handlers))
+    assert main(["run", str(smoke_file), "--out", str(tmp_path / "run"), "--no-report", "--device", "cpu",
+                 "--set", "seeds=[0]", "--set", 'arms=["random"]']) == 0
+    err = capsys.readouterr().err
+    for epoch in (1, 2):
+        line = next(x for x in err.splitlines() if f"seed 0, budget all, random lr=0.01: epoch {epoch}/2, " in x)
+        assert "train loss " in line and "val error " in line and "best epoch " in line and " s/epoch" in line
+    assert err.count("seed 0, budget 5, random lr=0.01: epoch ") == 2, err
+    assert (core.level, core.propagate, list(core.handlers)) == before
+
+
+def test_heartbeat_lets_through_one_epoch_line_per_interval_of_each_run_and_every_warning():
+    import logging
+
+    from stacked_ae.cli import Heartbeat
+
+    def record(level=logging.INFO, **extra):
+        rec = logging.LogRecord("stacked_ae.core.train", level, __file__, 1, "m", (), None)
+        rec.__dict__.update(extra)
+        return rec
+
+    beat = Heartbeat(120.0, "heartbeat")
+    shown = [(run, t) for t in range(0, 601, 30) for run in ("a", "b")
+             if beat.filter(record(heartbeat=(run, t + (15 if run == "b" else 0))))]
+    assert shown == [(run, t) for t in (120, 240, 360, 480, 600) for run in ("a", "b")]
+    assert not beat.filter(record())                        # the core's other progress lines stay out
+    assert beat.filter(record(logging.WARNING))
+
+
 def test_status_lists_finished_missing_and_stale_stages(smoke_file, tmp_path, capsys):
     """After a run every stage is finished; a [finetune] edit makes the network arms stale (not the baselines
     or pretraining); a new seed adds missing stages; --json gives the same for scripts."""

@@ -28,6 +28,7 @@ from .layers import activate, full_precision, loss_from_logits
 from .seeds import derive_seed
 
 log = logging.getLogger(__name__)
+HEARTBEAT = "heartbeat"   # an epoch line's record attribute: (training run, its seconds so far), for logs to thin
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -349,7 +350,12 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss") or k.endswith("error")},
                         refresh=False)
         bar.update(1)
-        log.info("%s epoch %d: %s", stage, epoch, row)
+        seconds = time.perf_counter() - started
+        log.info("%s: epoch %d/%d, %s%s, %.3g s/epoch", stage, epoch, cfg.epochs,
+                 ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in row.items()
+                           if k not in ("epoch", "val_accuracy")),   # accuracy: 1 - error
+                 "" if best_epoch is None else f", best epoch {best_epoch}", seconds / (epoch - first + 1),
+                 extra={HEARTBEAT: (stage, seconds)})
         if cfg.patience is not None and stale >= cfg.patience:
             break
         if checkpoint is not None and epoch < cfg.epochs and checkpoint.due():

@@ -34,7 +34,7 @@ from ..core.train import (
     predict_logits,
 )
 from .config import PipelineConfig
-from .rundir import RunDir, arm_key, fingerprint, json_bytes, npy_bytes, pretrain_key
+from .rundir import RunDir, arm_key, budget_label, fingerprint, json_bytes, npy_bytes, pretrain_key
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def train_arm(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor
         with one_blas_thread():
             (metrics, predictions), history = logistic_regression(ctx, seed, arm, subset, val_subset), []
     else:
-        metrics, predictions, history = finetune_classifier(ctx, seed, arm, subset, val_subset, points)
+        metrics, predictions, history = finetune_classifier(ctx, seed, budget, arm, subset, val_subset, points)
     ctx.run.write(ctx.run.predictions_path(seed, budget, arm), npy_bytes(predictions))
     return metrics, history
 
@@ -495,7 +495,12 @@ def _fit_summary(rows: list[dict]) -> dict:
     return {"epochs_trained": len(rows), "best_epoch": best[0] if best else len(rows)}
 
 
-def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tensor, val_subset: torch.Tensor,
+def fit_label(seed: int, budget, arm: str, lr: float) -> str:
+    """The name a network stage's training run goes by in logs, progress bars and errors."""
+    return f"seed {seed}, budget {budget_label(budget)}, {arm} lr={lr:g}"
+
+
+def finetune_classifier(ctx: RunContext, seed: int, budget, arm: str, subset: torch.Tensor, val_subset: torch.Tensor,
                         points: GridPoints | None = None):
     """pretrained / random: fine-tune the whole network (with [finetune] dropout); frozen: train the head
     only, on codes computed once (a linear probe: no dropout). Early stopping and the learning rate are
@@ -520,10 +525,10 @@ def finetune_classifier(ctx: RunContext, seed: int, arm: str, subset: torch.Tens
         checkpoint = points.epochs(lr) if points is not None else None
         if frozen_codes is None:
             rows = fit_classifier(model, X, y, train_cfg, X_val=X_val, y_val=y_val, seed=seed,
-                                  stage=f"{arm} lr={lr:g}", progress=ctx.progress, checkpoint=checkpoint)
+                                  stage=fit_label(seed, budget, arm, lr), progress=ctx.progress, checkpoint=checkpoint)
         else:   # model.head is trained in place: the same updates as the full frozen network
             rows = fit_classifier(model.head, frozen_codes[0], y, train_cfg, X_val=frozen_codes[1],
-                                  y_val=y_val, seed=seed, stage=f"{arm} lr={lr:g}", progress=ctx.progress,
+                                  y_val=y_val, seed=seed, stage=fit_label(seed, budget, arm, lr), progress=ctx.progress,
                                   checkpoint=checkpoint)
         val = evaluate_classifier(model, X_val, y_val)
         summary = {"val_error": val["error"], "val_loss": val["loss"], **_fit_summary(rows)}
@@ -546,7 +551,7 @@ def finetune_autoencoder(ctx: RunContext, seed: int, budget, arm: str,
         stack = starting_stack(ctx, seed, arm)
         deep = stack.unroll()
         rows = fit_autoencoder(deep, d.X_train, ctx.cfg.finetune.train_config(lr), X_val=d.X_val, seed=seed,
-                               stage=f"{arm} lr={lr:g}", progress=ctx.progress,
+                               stage=fit_label(seed, budget, arm, lr), progress=ctx.progress,
                                checkpoint=points.epochs(lr) if points is not None else None)
         val = evaluate_reconstruction(deep, d.X_val)
         summary = {"val_loss": val["loss"], **_fit_summary(rows)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -249,7 +250,8 @@ def test_diverging_fine_tuning_is_marked_in_results_summary_and_report(tmp_path,
     assert list(results["status"]) == ["failed", "failed", "ok"], results[["status", "message"]]
     for arm in ("pretrained", "random"):
         message = results.loc[arm, "message"]
-        assert message.startswith(f"{arm}: every learning rate diverged: {arm} lr=1e+06: training loss became"), \
+        assert message.startswith(f"{arm}: every learning rate diverged: seed 0, budget all, {arm} lr=1e+06: "
+                                  f"training loss became"), \
             message
         assert "at epoch 1 (lr=1e+06)" in message, message
         assert f"FAILED seed 0, budget all, {arm}: {message}" in printed, printed
@@ -314,7 +316,7 @@ def test_a_stage_stopped_between_learning_rates_resumes_after_the_finished_ones(
         settings["data"] = {"dataset": "digits"}
     cfg = from_dict(settings)
     calls = stop_at(monkeypatch, arms, "fit_classifier" if task == "classification" else "fit_autoencoder",
-                    stops := {"random lr=0.3"})
+                    stops := {"seed 0, budget all, random lr=0.3"})
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, run_dir, device="cpu", progress=False)
@@ -324,7 +326,7 @@ def test_a_stage_stopped_between_learning_rates_resumes_after_the_finished_ones(
 
     calls.clear()
     run_pipeline(cfg, run_dir, device="cpu", progress=False)
-    assert calls == ["random lr=0.3"], calls
+    assert calls == ["seed 0, budget all, random lr=0.3"], calls
     assert not (run_dir / "partial").exists()
 
     reference = tmp_path / "uninterrupted"
@@ -338,22 +340,22 @@ def test_kept_learning_rates_follow_the_settings_they_were_trained_under(tmp_pat
     [finetune] epochs every value trains again; after an edit that only widens the grid, the kept values are
     reused and only the new ones train."""
     from stacked_ae.pipeline import arms
-    calls = stop_at(monkeypatch, arms, "fit_classifier", stops := {"random lr=0.3"})
+    calls = stop_at(monkeypatch, arms, "fit_classifier", stops := {"seed 0, budget all, random lr=0.3"})
     settings = dict(GRID, arms=["random"])
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
 
     widened = dict(settings, finetune=dict(GRID["finetune"], lr=[0.001, 0.003, 0.03, 0.3]))
-    stops.add("random lr=0.3")
+    stops.add("seed 0, budget all, random lr=0.3")
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(from_dict(widened), tmp_path / "run", device="cpu", progress=False)
-    assert calls == ["random lr=0.001", "random lr=0.3"], calls
+    assert calls == ["seed 0, budget all, random lr=0.001", "seed 0, budget all, random lr=0.3"], calls
 
     longer = dict(widened, finetune=dict(widened["finetune"], epochs=4))
     calls.clear()
     run_pipeline(from_dict(longer), tmp_path / "run", device="cpu", progress=False)
-    assert calls == [f"random lr={lr:g}" for lr in (0.001, 0.003, 0.03, 0.3)], calls
+    assert calls == [f"seed 0, budget all, random lr={lr:g}" for lr in (0.001, 0.003, 0.03, 0.3)], calls
 
 
 def test_a_diverged_learning_rate_is_kept_as_diverged(tmp_path, monkeypatch):
@@ -363,14 +365,15 @@ def test_a_diverged_learning_rate_is_kept_as_diverged(tmp_path, monkeypatch):
     settings = dict(DIVERGING, seeds=[0], arms=["random"],
                     finetune=dict(DIVERGING["finetune"], lr=[1e6, 1e7], optimizer="sgd"),
                     model=dict(DIVERGING["model"], activation="linear"))
-    calls = stop_at(monkeypatch, arms, "fit_classifier", {"random lr=1e+07"})
+    calls = stop_at(monkeypatch, arms, "fit_classifier", {"seed 0, budget all, random lr=1e+07"})
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
     calls.clear()
     results = run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
-    assert calls == ["random lr=1e+07"], calls
+    assert calls == ["seed 0, budget all, random lr=1e+07"], calls
     message = results.loc[0, "message"]
-    assert "random lr=1e+06: training loss became" in message and "random lr=1e+07" in message, message
+    assert "seed 0, budget all, random lr=1e+06: training loss became" in message, message
+    assert "seed 0, budget all, random lr=1e+07" in message, message
 
 
 @pytest.mark.parametrize("task", ["classification", "reconstruction"])
@@ -397,14 +400,15 @@ def test_a_stage_stopped_inside_a_learning_rate_resumes_after_its_last_kept_epoc
     earlier = json.loads(torch.load(partial / "lr0.003.pt", weights_only=True)["record"])["seconds"] + \
         torch.load(partial / "lr0.03.epochs.pt", weights_only=True)["elapsed"]
     assert earlier > 0
-    assert epochs[-1] == "random lr=0.03"
+    assert epochs[-1] == "seed 0, budget all, random lr=0.03"
 
     epoch_killer.at = 0
     epochs.clear()
     with caplog.at_level(logging.INFO, logger="stacked_ae.pipeline"):
         run_pipeline(cfg, run_dir, device="cpu", progress=False)
     assert "arm_seed0_budgetall_random: lr=0.03 resumes after epoch 2, kept by an interrupted run" in caplog.text
-    assert epochs == ["random lr=0.03"] + ["random lr=0.3"] * epochs_of(run_dir, 0.3), epochs
+    label = "seed 0, budget all, random lr="
+    assert epochs == [label + "0.03"] + [label + "0.3"] * epochs_of(run_dir, 0.3), epochs
     assert not (run_dir / "partial").exists()
     # the stage's time counts the training its stopped run did (kept rate and kept epochs) too
     resumed = pd.read_csv(run_dir / "results.csv").query("arm == 'random'")["wall_seconds"].iloc[0]
@@ -506,8 +510,9 @@ def test_extend_reruns_only_the_stages_whose_selection_sat_on_an_edge(tmp_path, 
     before = {p.name: json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("arm_*.json")}
     calls = stop_at(monkeypatch, arms, "fit_classifier", set())
     second = run_pipeline(from_dict(extended), tmp_path / "run", device="cpu", progress=False)
-    retrained = {stage.split(" lr=")[0] for stage in calls}
-    assert retrained == {e.split(" seed")[0] for e in edges}
+    retrained = {"{2} seed {0}".format(*re.fullmatch(r"seed (\d+), budget (\w+), (\S+) lr=.*", stage).groups())
+                 for stage in calls}
+    assert retrained == edges
     assert len(calls) >= 3 * len(edges)
     kept = first[~first["on_grid_edge"].astype(bool)]
     pd.testing.assert_frame_equal(comparable_rows(second, kept), comparable_rows(kept, kept))
