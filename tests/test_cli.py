@@ -1,4 +1,5 @@
 """The `sae` command: smoke run with report, validate, datasets, and short errors with exit status 2."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -292,12 +293,24 @@ def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatc
     capsys.readouterr()
     assert main(["status", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "  arm_seed0_budgetall_random: not run yet; in progress: 1 of 3 learning rates finished; lr 0.03 " \
-           "kept after epoch 2 of 4" in lines, lines
+    import pandas as pd
+    import torch
     assert main(["status", str(out), "--json"]) == 0
     stage = next(s for s in json.loads(capsys.readouterr().out)["stages"] if s["arm"] == "random")
-    assert stage["progress"] == {"unit": "learning rates", "done": 1, "of": 3,
-                                 "training": {"lr": 0.03, "epoch": 2, "epochs": 4}}
+    progress = stage["progress"]
+    kept, training = progress.pop("rates"), progress["training"]
+    assert progress == {"unit": "learning rates", "done": 1, "of": 3, "training": training}
+    # the finished rate's and the training one's best epoch and validation error, as the history records them
+    history = pd.DataFrame(json.loads(torch.load(out / "partial" / "arm_seed0_budgetall_random" / "lr0.003.pt",
+                                                 weights_only=True)["record"])["rows"])
+    best = history.loc[history["best"]].iloc[0]
+    assert kept == [{"lr": 0.003, "best_epoch": int(best["epoch"]), "score": "val_error",
+                     "value": pytest.approx(best["val_error"])}], kept
+    assert (training["lr"], training["epoch"], training["epochs"], training["score"]) == (0.03, 2, 4, "val_error")
+    assert training["best_epoch"] in (1, 2) and 0 <= training["value"] <= 1, training
+    assert (f"  arm_seed0_budgetall_random: not run yet; in progress: 1 of 3 learning rates finished (lr 0.003: "
+            f"val error {best['val_error']:.4g} at epoch {int(best['epoch'])}); lr 0.03 kept after epoch 2 of 4, "
+            f"best val error {training['value']:.4g} at epoch {training['best_epoch']}") in lines, lines
 
     toml.write_text(toml.read_text().replace('arms = ["random", "logreg"]', 'arms = ["pretrained"]'))
     epoch_killer.calls.clear()
@@ -305,8 +318,9 @@ def test_status_shows_the_progress_an_unfinished_stage_kept(tmp_path, monkeypatc
     assert main(["run", str(toml), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 130
     capsys.readouterr()
     assert main(["status", str(out)]) == 0
-    assert "  pretrain_seed0: not run yet; in progress: 1 of 2 layers finished; layer 2 kept after epoch 1 of 3" \
-        in capsys.readouterr().out.splitlines()
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  pretrain_seed0:"))
+    assert re.fullmatch(r"  pretrain_seed0: not run yet; in progress: 1 of 2 layers finished; layer 2 kept after "
+                        r"epoch 1 of 3, best val sse [0-9.e-]+ at epoch 1", line), line
 
 
 def test_status_counts_the_rates_tried_beyond_the_grid(tmp_path):
@@ -327,9 +341,14 @@ def test_status_counts_the_rates_tried_beyond_the_grid(tmp_path):
                run.epochs_path(key, 1.0))
     progress = next(s for s in stage_status(cfg, tmp_path, "d") if s["arm"] == "random")["progress"]
     assert progress == {"unit": "learning rates", "done": 3, "of": 4, "beyond_grid": 2,
-                        "training": {"lr": 1.0, "epoch": 3, "epochs": cfg.finetune.epochs}}, progress
+                        "training": {"lr": 1.0, "epoch": 3, "epochs": cfg.finetune.epochs},
+                        "rates": [{"lr": 1e-3}, {"lr": 1e-2}, {"lr": 0.1}]}, progress   # kept without rows
     assert describe_progress(progress) == f"3 of 4 learning rates finished (2 beyond the grid); lr 1 kept after " \
                                           f"epoch 3 of {cfg.finetune.epochs}"
+    run.save_point(key, 1e-2, {"diverged": "random lr=0.01: training loss became nan"}, None,
+                   arm_fingerprint(cfg, 0, "all", "random", "d", 1e-2))
+    progress = next(s for s in stage_status(cfg, tmp_path, "d") if s["arm"] == "random")["progress"]
+    assert "(2 beyond the grid; lr 0.01: diverged); lr 1 kept after" in describe_progress(progress)
 
 
 def test_status_reads_the_data_when_the_pipeline_changes_what_they_are(smoke_file, tmp_path, capsys):

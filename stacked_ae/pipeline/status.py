@@ -115,19 +115,49 @@ def _peek(path: Path, stamp: str, key: str) -> dict | None:
 
 def _rates_kept(run: RunDir, key: str, grid, epochs: int, beyond, stamp) -> dict | None:
     """Progress of a network arm's stage: its grid's rates finished, and those tried beyond the grid (`beyond`:
-    the values `finetune.extend` may try), which count only once they have been started."""
+    the values `finetune.extend` may try), which count only once they have been started; for each finished
+    rate and the one in training, the best validation score so far and its epoch."""
     rates = [*grid, *beyond]
-    done = [lr for lr in rates if _peek(run.point_path(key, lr), stamp(lr), "fingerprint")]
+    kept = {lr: point for lr in rates if (point := _peek(run.point_path(key, lr), stamp(lr), "fingerprint"))}
     training = None
     for lr in rates:
         state = _peek(run.epochs_path(key, lr), stamp(lr), "stamp")
-        if state is not None and lr not in done:
-            training = {"lr": lr, "epoch": int(state["epoch"]), "epochs": epochs}
-    if not done and training is None:
+        if state is not None and lr not in kept:
+            training = {"lr": lr, "epoch": int(state["epoch"]), "epochs": epochs, **_best_so_far(state)}
+    if not kept and training is None:
         return None
-    started = [lr for lr in beyond if lr in done or (training and training["lr"] == lr)]
-    return {"unit": "learning rates", "done": len(done), "of": len(grid) + len(started), "training": training,
-            **({"beyond_grid": len(started)} if started else {})}
+    started = [lr for lr in beyond if lr in kept or (training and training["lr"] == lr)]
+    return {"unit": "learning rates", "done": len(kept), "of": len(grid) + len(started), "training": training,
+            **({"beyond_grid": len(started)} if started else {}),
+            "rates": [{"lr": lr, **_kept_score(point)} for lr, point in kept.items()]}
+
+
+SCORES = ("val_error", "val_sse", "val_loss")   # the score status shows: the first a history row has
+
+
+def _score(row: dict | None) -> dict:
+    """{"best_epoch", "score", "value"} of a history row (the best epoch's), or {} without one."""
+    for name in SCORES if row else ():
+        if isinstance(row.get(name), (int, float)):
+            return {"best_epoch": int(row["epoch"]), "score": name, "value": float(row[name])}
+    return {}
+
+
+def _best_so_far(state: dict) -> dict:
+    """The best epoch and score of a training state kept mid-run (none before validation has run)."""
+    best = state.get("best_epoch")
+    return _score(next((row for row in state.get("history") or [] if row.get("epoch") == best), None))
+
+
+def _kept_score(point: dict) -> dict:
+    """A finished rate's best epoch and score, from the record kept beside its weights."""
+    try:
+        record = json.loads(point["record"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    if "diverged" in record:
+        return {"diverged": True}
+    return _score(next((row for row in record.get("rows") or [] if row.get("best")), None))
 
 
 def _layers_kept(run: RunDir, key: str, stamp: str, cfg: PipelineConfig) -> dict | None:
@@ -138,22 +168,32 @@ def _layers_kept(run: RunDir, key: str, stamp: str, cfg: PipelineConfig) -> dict
         state = _peek(folder / f"layer{k}.epochs.pt", stamp, "stamp")
         if state is not None and k not in done:
             epochs = cfg.pretrain_config().train_config(k - 1).epochs
-            training = {"layer": k, "epoch": int(state["epoch"]), "epochs": epochs}
+            training = {"layer": k, "epoch": int(state["epoch"]), "epochs": epochs, **_best_so_far(state)}
     if not done and training is None:
         return None
     return {"unit": "layers", "done": len(done), "of": n, "training": training}
 
 
 def describe_progress(progress: dict) -> str:
-    """'2 of 5 learning rates finished; lr 0.001 kept after epoch 14 of 50'."""
+    """'2 of 3 learning rates finished (lr 0.001: val error 0.0904 at epoch 43; lr 0.003: val error 0.0882 at
+    epoch 50); lr 0.01 kept after epoch 14 of 50, best val error 0.0951 at epoch 14'."""
     text = f"{progress['done']} of {progress['of']} {progress['unit']} finished"
-    if progress.get("beyond_grid"):
-        text += f" ({progress['beyond_grid']} beyond the grid)"
+    rates = [f"lr {r['lr']:g}: {'diverged' if r.get('diverged') else _describe_score(r)}"
+             for r in progress.get("rates", []) if r.get("diverged") or "score" in r]
+    notes = ([f"{progress['beyond_grid']} beyond the grid"] if progress.get("beyond_grid") else []) + rates
+    if notes:
+        text += f" ({'; '.join(notes)})"
     training = progress["training"]
     if training is not None:
         what = f"lr {training['lr']:g}" if "lr" in training else f"layer {training['layer']}"
         text += f"; {what} kept after epoch {training['epoch']} of {training['epochs']}"
+        if "score" in training:
+            text += f", best {_describe_score(training)}"
     return text
+
+
+def _describe_score(score: dict) -> str:
+    return f"{score['score'].replace('_', ' ')} {score['value']:.4g} at epoch {score['best_epoch']}"
 
 
 def _state(run: RunDir, key: str, stamp: str, **where) -> dict:
