@@ -34,6 +34,7 @@ from .stages import run_stage
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY_S = 120.0   # Ray, into a log: how often the driver says how far the unfinished stages got
 INSTALL_RAY = 'pip install "stacked-ae[ray]"   (from a checkout: pip install -e ".[ray]")'
 
 
@@ -249,7 +250,18 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
         ctx.counts["computed"] += 1
     slots = max(1, int(ray.cluster_resources().get("GPU" if settings.gpus_per_stage else "CPU", 1)
                        / (settings.gpus_per_stage or 1)))
-    return _collect(ray, run, pending, cfg.name, progress, waits_on, slots)
+    describe = None if progress else kept_progress(cfg, run.root, ctx.data_id)   # a log: say how stages go
+    return _collect(ray, run, pending, cfg.name, progress, waits_on, slots, describe)
+
+
+def kept_progress(cfg, run_root: Path, data_id: str):
+    """A function giving {stage key: how far it got} for the unfinished stages whose progress partial/ keeps
+    (what `sae status` says of them): the driver reads it while Ray workers train."""
+    def describe() -> dict[str, str]:
+        from .status import describe_progress, stage_status
+        return {stage["key"]: describe_progress(stage["progress"])
+                for stage in stage_status(cfg, run_root, data_id) if "progress" in stage}
+    return describe
 
 
 def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | None:
@@ -273,16 +285,23 @@ def stage_counts(pending, waits_on: dict, slots: int) -> tuple[int, int]:
 
 
 def _collect(ray, run: RunDir, pending: dict, name: str, progress: bool, waits_on: dict | None = None,
-             slots: int = 1) -> dict[str, str]:
+             slots: int = 1, describe=None) -> dict[str, str]:
     """Write each stage's files as its task finishes, then drop what the stage kept in partial/ (by its workers,
-    or by an earlier run of the folder that stopped inside it)."""
+    or by an earlier run of the folder that stopped inside it). With `describe` (see kept_progress), log the
+    progress of the unfinished stages every PROGRESS_EVERY_S without one finishing."""
     from tqdm.auto import tqdm
     placement, waits_on = {}, waits_on or {}
     bar = tqdm(total=len(pending), desc=name, unit="stage", disable=not progress)
     bar.set_postfix_str("{} running, {} queued".format(*stage_counts(pending, waits_on, slots)))
     try:
         while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S if describe else None)
+            if not ready:
+                kept = describe()
+                for key in sorted(set(pending.values()) & set(kept)):
+                    log.info("%s: in progress: %s", key, kept[key])
+                continue
+            (ref,) = ready
             key, out = pending.pop(ref), ray.get(ref)
             for relative, blob in out["files"].items():
                 atomic_write(run.root / relative, blob)

@@ -225,6 +225,49 @@ def test_each_local_worker_gets_its_share_of_the_cores(monkeypatch):
 
 # ---------------------------------------------------------------- faults under Ray
 
+def test_into_a_log_the_ray_driver_says_how_far_unfinished_stages_got(tmp_path, monkeypatch, caplog):
+    """While no stage finishes for PROGRESS_EVERY_S, the driver logs what partial/ keeps of the stages still
+    pending (as `sae status` says it), and only of those; then it writes each finished stage as before."""
+    import logging
+
+    from stacked_ae.pipeline import executors
+    from stacked_ae.pipeline.rundir import RunDir
+
+    class FakeRay:
+        waits = 0
+
+        def wait(self, refs, num_returns, timeout):
+            assert timeout == executors.PROGRESS_EVERY_S
+            self.waits += 1
+            return ([], refs) if self.waits < 3 else (refs[:1], refs[1:])
+
+        def get(self, ref):
+            return {"files": {}, "node": "host:1", "seconds": 1.0}
+
+    kept = {"arm_seed0_budgetall_random": "1 of 3 learning rates finished", "arm_seed1_budgetall_random": "x"}
+    with caplog.at_level(logging.INFO, logger="stacked_ae.pipeline"):
+        placement = executors._collect(FakeRay(), RunDir(tmp_path), {"ref": "arm_seed0_budgetall_random"}, "n",
+                                       False, describe=lambda: kept)
+    assert placement == {"arm_seed0_budgetall_random": "host:1"}
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("arm_seed0_budgetall_random: in progress: 1 of 3 learning rates finished") == 2, lines
+    assert not any("seed1" in line for line in lines), lines
+
+
+def test_kept_progress_reads_partial_as_status_does(tmp_path):
+    from stacked_ae.pipeline.arms import arm_fingerprint
+    from stacked_ae.pipeline.executors import kept_progress
+    from stacked_ae.pipeline.rundir import RunDir, arm_key
+    cfg = from_dict({"name": "x", "seeds": [0], "arms": ["random"], "data": {"budgets": ["all"]},
+                     "model": {"sizes": [4]}, "finetune": {"lr": [1e-3, 1e-2]}})
+    describe = kept_progress(cfg, tmp_path, "d")
+    assert describe() == {}
+    key = arm_key(0, "all", "random")
+    RunDir(tmp_path).save_point(key, 1e-3, {"rows": [{"epoch": 1, "val_error": 0.25, "best": True}]}, None,
+                                arm_fingerprint(cfg, 0, "all", "random", "d", 1e-3))
+    assert describe() == {key: "1 of 2 learning rates finished (lr 0.001: val error 0.25 at epoch 1)"}
+
+
 def test_the_bar_counts_running_and_queued_stages_apart():
     """Stages whose pretraining is still pending wait; the ready ones fill the slots, the rest queue."""
     from stacked_ae.pipeline.executors import stage_counts
