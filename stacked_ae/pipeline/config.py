@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Union
 
 from ..core.conv import ConvSpec, map_shapes
-from ..core.data import IMAGE_SHAPES, KNOWN_DATASETS, USER_SUFFIXES
+from ..core.data import IMAGE_SHAPES, KNOWN_DATASETS, USER_SUFFIXES, Dataset, load_dataset
 from ..core.layers import ACTIVATIONS
 from ..core.model import check_dropout
 from ..core.pretrain_config import PretrainConfig, check_image_shape
@@ -71,6 +71,13 @@ class DataConfig:
             raise ConfigError(f"data.val_per_class must be \"budget\" (as many validation labels per class as "
                               f"training labels), \"all\" (the whole validation split) or a positive count; "
                               f"got {v!r}")
+
+    def load(self, data_root=None) -> Dataset:
+        """The dataset these settings name, split as they say (`data_root` before `root`; unchecked: see
+        `runner.check_data`)."""
+        return load_dataset(self.dataset, data_root if data_root is not None else self.root,
+                            val_size=self.val_size, test_size=self.test_size, seed=self.split_seed,
+                            download=self.download, label_column=self.label_column)
 
 
 @dataclass(frozen=True)

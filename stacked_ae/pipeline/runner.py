@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from ..core.conv import map_shapes
-from ..core.data import IMAGE_SHAPES, Dataset, load_dataset
+from ..core.data import IMAGE_SHAPES, Dataset
 from ..core.files import atomic_write
 from ..core.pretrain_config import conv_specs
 from ..core.train import device_label, resolve_device
@@ -198,9 +198,7 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> set[str]:
 
 def load_data(cfg: PipelineConfig, data_root) -> Dataset:
     """The pipeline's dataset, split as its [data] settings say (unchecked: see `check_data`)."""
-    d = cfg.data
-    return load_dataset(d.dataset, data_root if data_root is not None else d.root, val_size=d.val_size,
-                        test_size=d.test_size, seed=d.split_seed, download=d.download, label_column=d.label_column)
+    return cfg.data.load(data_root)
 
 
 def check_data(cfg: PipelineConfig, data_root=None) -> Dataset:

@@ -51,10 +51,9 @@ def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str
     if not changed:
         return recorded, None
     from .rundir import dataset_fingerprint
-    from .runner import load_data
     what = f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from the run's"
     try:
-        data_id = dataset_fingerprint(load_data(cfg, data_root))
+        data_id = dataset_fingerprint(cfg.data.load(data_root))
     except (OSError, ValueError) as err:
         return "unread", (f"{what} and the data could not be read to compare ({err}); every stage is counted as "
                           f"one that would rerun (--data-root names the data folder)")
