@@ -350,12 +350,13 @@ def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor | None, cfg: TrainCon
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss") or k.endswith("error")},
                         refresh=False)
         bar.update(1)
-        seconds = time.perf_counter() - started
-        log.info("%s: epoch %d/%d, %s%s, %.3g s/epoch", stage, epoch, cfg.epochs,
-                 ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in row.items()
-                           if k not in ("epoch", "val_accuracy")),   # accuracy: 1 - error
-                 "" if best_epoch is None else f", best epoch {best_epoch}", seconds / (epoch - first + 1),
-                 extra={HEARTBEAT: (stage, seconds)})
+        if log.isEnabledFor(logging.INFO):   # the line is built only where a log shows it
+            seconds = time.perf_counter() - started
+            log.info("%s: epoch %d/%d, %s%s, %.3g s/epoch", stage, epoch, cfg.epochs,
+                     ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in row.items()
+                               if k not in ("epoch", "val_accuracy")),   # accuracy: 1 - error
+                     "" if best_epoch is None else f", best epoch {best_epoch}", seconds / (epoch - first + 1),
+                     extra={HEARTBEAT: (stage, seconds)})
         if cfg.patience is not None and stale >= cfg.patience:
             break
         if checkpoint is not None and epoch < cfg.epochs and checkpoint.due():
