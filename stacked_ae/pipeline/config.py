@@ -74,7 +74,7 @@ class DataConfig:
 
     def load(self, data_root=None) -> Dataset:
         """The dataset these settings name, split as they say (`data_root` before `root`; unchecked: see
-        `runner.check_data`)."""
+        `runner.check_data`, which checks the label budgets against it)."""
         return load_dataset(self.dataset, data_root if data_root is not None else self.root,
                             val_size=self.val_size, test_size=self.test_size, seed=self.split_seed,
                             download=self.download, label_column=self.label_column)

@@ -196,14 +196,9 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> set[str]:
     return keys
 
 
-def load_data(cfg: PipelineConfig, data_root) -> Dataset:
-    """The pipeline's dataset, split as its [data] settings say (unchecked: see `check_data`)."""
-    return cfg.data.load(data_root)
-
-
 def check_data(cfg: PipelineConfig, data_root=None) -> Dataset:
     """Load the pipeline's data and check its label budgets against it (what `sae validate` can check)."""
-    data = load_data(cfg, data_root)
+    data = cfg.data.load(data_root)
     check_budgets(cfg, data)
     cfg.model.check_image_shape(data.image_shape, data.n_features, f"dataset {cfg.data.dataset!r}")
     return data

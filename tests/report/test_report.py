@@ -477,3 +477,13 @@ def test_report_spells_stage_keys_as_the_pipeline_writes_them():
         for arm in ("pretrained", "pca-logreg"):
             assert arm_stage_key(seed, label, arm) == arm_key(seed, budget, arm)
     assert pretrain_stage_key(4) == pretrain_key(4) == "pretrain_seed4"
+
+
+def test_report_names_devices_and_pretrained_arms_as_the_pipeline_does():
+    """The report spells the manifest's device key for records without a device, and the arms built on
+    pretraining, itself (it never imports the pipeline): they must be the pipeline's."""
+    from stacked_ae.pipeline.arms import NEEDS_PRETRAINING
+    from stacked_ae.pipeline.runner import UNRECORDED
+    from stacked_ae.report import rundata
+    assert rundata.UNRECORDED == UNRECORDED
+    assert set(rundata.PRETRAINED_ARMS) == set(NEEDS_PRETRAINING)
