@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--input", required=True, help=".npy, .npz, .csv or .parquet: a table of rows, or images "
                         "(n, height, width) or (n, channels, height, width) in .npy/.npz")
     encode.add_argument("--output", required=True, help=".npy or .parquet")
-    encode.add_argument("--batch-size", type=int, default=8192, help="rows encoded at a time (default 8192)")
+    encode.add_argument("--batch-size", type=int, default=None,
+                        help="rows encoded at a time (default: 8192, fewer for conv models with large maps)")
     encode.add_argument("--label-column", default="label", help="column to drop from .csv/.parquet input")
     encode.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -18,8 +18,8 @@ from .core.checks import is_int, positive_int
 from .core.conv import image_shape3
 from .core.data import check_X, images_as_rows, read_table
 from .core.files import atomic_write
+from .core.layers import eval_batch_size
 from .core.model import DeepAutoencoder, StackedEncoder
-from .core.train import EVAL_BATCH
 
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 
@@ -32,8 +32,9 @@ def check_output(output, n_layers: int) -> None:
         raise ValueError(f"output must be 'top', 'all' or a layer number in 1..{n_layers}, got {output!r}")
 
 
-def encode_layers(encoder: StackedEncoder, X, output="top", batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Codes of the top layer, of layer `output` (1-based), or of every layer side by side (CPU tensor)."""
+def encode_layers(encoder: StackedEncoder, X, output="top", batch_size: int | None = None) -> torch.Tensor:
+    """Codes of the top layer, of layer `output` (1-based), or of every layer side by side (CPU tensor), in
+    batches of `batch_size` rows (default: eval_batch_size)."""
     n_layers = len(encoder.layers)
     check_output(output, n_layers)
     if output == "all":   # (n, n_in) -> (n, sum(sizes)), layer 1 first
@@ -42,11 +43,13 @@ def encode_layers(encoder: StackedEncoder, X, output="top", batch_size: int = EV
 
 
 @torch.inference_mode()
-def decode_codes(encoder: StackedEncoder, codes, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Top-layer codes back through the decoders K..1: (n, sizes[-1]) -> (n, n_in), on CPU."""
+def decode_codes(encoder: StackedEncoder, codes, batch_size: int | None = None) -> torch.Tensor:
+    """Top-layer codes back through the decoders K..1: (n, sizes[-1]) -> (n, n_in), on CPU, in batches of
+    `batch_size` codes (default: eval_batch_size)."""
     codes = check_X(codes, "codes", n_features=encoder.sizes[-1])
     model = DeepAutoencoder(encoder)
     device = next(encoder.parameters()).device
+    batch_size = eval_batch_size(encoder, device) if batch_size is None else batch_size
     was_training = encoder.training
     model.eval()
     try:
@@ -57,12 +60,13 @@ def decode_codes(encoder: StackedEncoder, codes, batch_size: int = EVAL_BATCH) -
 
 
 def encode_file(model: str | os.PathLike | StackedEncoder, input: str | os.PathLike, output: str | os.PathLike,
-                *, batch_size: int = EVAL_BATCH, label_column: str = "label", progress: bool = True) -> Path:
+                *, batch_size: int | None = None, label_column: str = "label", progress: bool = True) -> Path:
     """Encode the table in `input` with the encoder in `model` (a saved file or a StackedEncoder).
 
     Writes the top-layer codes to `output` (.npy: the code matrix; .parquet: columns code_0..,
     plus `label_column` when the input has labels), atomically. Features must be scaled the
-    way the encoder's training data was. Returns the output path.
+    way the encoder's training data was. `batch_size` rows are encoded at a time (default:
+    eval_batch_size). Returns the output path.
     """
     from tqdm.auto import tqdm
 
@@ -70,8 +74,10 @@ def encode_file(model: str | os.PathLike | StackedEncoder, input: str | os.PathL
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"{output}: unsupported output type {output.suffix!r}; expected "
                          f"{' or '.join(OUTPUT_SUFFIXES)}")
-    batch_size = positive_int("batch_size", batch_size)
+    if batch_size is not None:
+        batch_size = positive_int("batch_size", batch_size)
     encoder = model if isinstance(model, StackedEncoder) else StackedEncoder.load(model)
+    batch_size = eval_batch_size(encoder) if batch_size is None else batch_size
     X, y = _read_features(input, label_column, encoder)
     bar = tqdm(range(0, len(X), batch_size), desc=f"encode {Path(input).name}", unit="batch",
                disable=not progress, leave=False)

@@ -95,3 +95,18 @@ def test_checkpoint_benchmark_runs_and_reports_its_ratios(tmp_path):
     assert result["saves"] == 1 and result["state_mb"] > 0 and result["save_s_median"] > 0
     assert result["save_over_interval"] == result["save_s_median"] / result["every_s"]
     assert "save / one epoch" in proc.stdout
+
+
+def test_evaluation_batch_benchmark_prints_both_batch_sizes(tmp_path):
+    """`bench_eval.py` on a few images: a row per network and pass, the conv networks at their sized batch
+    (below EVAL_BATCH) and the dense control at EVAL_BATCH."""
+    import json
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(BENCH.parent / "bench_eval.py"), "--rounds", "1", "--images", "64",
+                           "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    rows = json.loads(out.read_text())
+    assert [(r["network"].split()[0], r["pass"]) for r in rows] == [
+        (net, p) for net in ("mnist-conv-2d", "fashion-mnist-conv", "mnist-sdae") for p in ("validate", "encode")]
+    assert [r["sized_batch"] for r in rows] == [83, 83, 167, 167, 8192, 8192]
+    assert all(r["fixed_images_s"] > 0 and r["sized_images_s"] > 0 for r in rows)

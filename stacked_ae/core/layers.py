@@ -22,6 +22,41 @@ OUTPUT_ACTIVATIONS = ("auto", *DECODER_ACTIVATIONS)
 CORRUPTIONS = ("none", "mask", "gaussian", "salt_pepper")
 
 
+# Evaluation and encoding run in batches of at most EVAL_BATCH examples, fewer where one batch's conv maps would
+# pass EVAL_BYTES: the book's first conv layer holds 32 x 28 x 28 floats an image (822 MB at 8,192 images), and
+# on a CPU a batch that large evaluates at less than half the speed of small ones (benchmarks/bench_eval.py); on
+# large images it does not fit in memory at all. Dense layers keep EVAL_BATCH: their speed does not depend on it.
+EVAL_BATCH = 8192
+EVAL_BYTES = {"cpu": 8 * 2**20}      # per device type; GPUs (and the rest): EVAL_BYTES_OTHER
+EVAL_BYTES_OTHER = 2**30
+
+
+def widest_map(model: nn.Module) -> int:
+    """The most numbers one example occupies in any conv map of `model` (inputs, maps before pooling,
+    outputs, read from its conv modules' shapes); 0 for a model without conv layers."""
+    widest = 0
+    for module in model.modules():
+        for name in ("in_shape", "conv_shape", "out_shape"):
+            shape = getattr(module, name, None)
+            if isinstance(shape, tuple) and len(shape) == 3 and all(isinstance(d, int) for d in shape):
+                widest = max(widest, math.prod(shape))
+    return widest
+
+
+def eval_batch_size(model: nn.Module, device: torch.device | str | None = None) -> int:
+    """Examples per batch when evaluating or encoding with `model` on `device` (default: where its
+    parameters are): EVAL_BATCH, or fewer for a conv model, so that one batch's widest map (fp32) stays
+    within EVAL_BYTES for the device type."""
+    widest = widest_map(model)
+    if not widest:
+        return EVAL_BATCH
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    budget = EVAL_BYTES.get(torch.device(device).type, EVAL_BYTES_OTHER)
+    return max(1, min(EVAL_BATCH, budget // (4 * widest)))
+
+
 def _check_choice(value: str, known: tuple[str, ...], key: str) -> str:
     if value not in known:
         raise ValueError(f"{key} must be one of {', '.join(known)}; got {value!r}")

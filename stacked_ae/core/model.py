@@ -19,7 +19,7 @@ from .checks import is_int, is_real
 from .conv import ConvAutoencoderLayer, ConvSpec
 from .data import check_X
 from .files import atomic_write
-from .layers import AutoencoderLayer, init_linear, loss_from_logits
+from .layers import AutoencoderLayer, eval_batch_size, init_linear, loss_from_logits
 from .pretrain_config import PretrainConfig
 from .seeds import derive_seed
 from .version import __version__
@@ -91,9 +91,11 @@ class StackedEncoder(nn.Module):
         return x
 
     @torch.no_grad()
-    def encode(self, X, batch_size: int = 8192, depth: int | None = None) -> torch.Tensor:
-        """Codes of X (array or tensor) after `depth` layers (default: all), in eval mode, in batches."""
+    def encode(self, X, batch_size: int | None = None, depth: int | None = None) -> torch.Tensor:
+        """Codes of X (array or tensor) after `depth` layers (default: all), in eval mode, in batches of
+        `batch_size` examples (default: eval_batch_size)."""
         device = next(self.parameters()).device
+        batch_size = eval_batch_size(self, device) if batch_size is None else batch_size
         X = check_X(X, "X", n_features=self.n_in)
         was_training = self.training
         self.eval()

@@ -15,7 +15,7 @@ import torch
 
 from .data import check_X
 from .files import cpu_state, load_stamped, save_torch
-from .layers import AutoencoderLayer
+from .layers import AutoencoderLayer, eval_batch_size
 from .model import StackedEncoder
 from .pretrain_config import PretrainConfig
 from .train import TrainingCheckpoint, evaluate_reconstruction, fit_autoencoder, resolve_device
@@ -108,6 +108,7 @@ def _record_final(history: list[dict], layer: AutoencoderLayer, codes: torch.Ten
 
 
 @torch.no_grad()
-def _encode(layer: AutoencoderLayer, X: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+def _encode(layer: AutoencoderLayer, X: torch.Tensor) -> torch.Tensor:
     layer.eval()
+    batch_size = eval_batch_size(layer, X.device)
     return torch.cat([layer.encode(X[s:s + batch_size]) for s in range(0, len(X), batch_size)])

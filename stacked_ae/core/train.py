@@ -24,7 +24,7 @@ from torch import nn
 from .checks import finite_real, is_int, is_real, positive_int
 from .data import check_labels, check_X
 from .files import cpu_state, load_stamped, save_torch
-from .layers import activate, full_precision, loss_from_logits
+from .layers import activate, eval_batch_size, full_precision, loss_from_logits
 from .seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ HEARTBEAT = "heartbeat"   # an epoch line's record attribute: (training run, its
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 PRECISIONS = ("fp32", "bf16")
-EVAL_BATCH = 8192
 FUSED_DEVICES = ("cpu", "cuda")     # where torch has fused Adam and SGD kernels
 
 
@@ -209,10 +208,12 @@ def _classifier_loss(model, xb, yb):
 
 
 @torch.inference_mode()
-def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int | None = None) -> dict:
     """Mean reconstruction loss (the training loss, per element, clean input) and squared error
-    summed over features, averaged over examples; one forward pass per batch."""
+    summed over features, averaged over examples; one forward pass per batch (`batch_size` examples;
+    default: eval_batch_size)."""
     model.eval()
+    batch_size = eval_batch_size(model, X.device) if batch_size is None else batch_size
     loss, sse = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
     for start in range(0, len(X), batch_size):
         xb = X[start:start + batch_size]
@@ -223,9 +224,10 @@ def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int =
 
 
 @torch.inference_mode()
-def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
-    """Mean cross-entropy, error rate and accuracy."""
+def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict:
+    """Mean cross-entropy, error rate and accuracy (batches of `batch_size`; default: eval_batch_size)."""
     model.eval()
+    batch_size = eval_batch_size(model, X.device) if batch_size is None else batch_size
     loss, wrong = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
     for start in range(0, len(X), batch_size):
         logits = model(X[start:start + batch_size])
@@ -237,8 +239,9 @@ def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batc
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     model.eval()
+    batch_size = eval_batch_size(model, X.device) if batch_size is None else batch_size
     return torch.cat([model(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]) if len(X) else \
         torch.empty(0)
 

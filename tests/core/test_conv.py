@@ -292,3 +292,48 @@ def test_conv_layers_train_under_bf16_autocast_close_to_fp32(digits):
         assert layer.encoder.conv.weight.dtype == torch.float32
         losses[precision] = evaluate_reconstruction(layer, digits.X_val)["loss"]
     assert abs(losses["bf16"] / losses["fp32"] - 1) < 0.05, losses
+
+
+# ---------------------------------------------------------------- evaluation batches
+
+def test_evaluation_batches_keep_a_conv_models_widest_map_within_the_byte_budget(mixed, monkeypatch):
+    """The widest map is read from the conv modules (here layer 1's 8 maps of 8x8 = 512 floats an image);
+    a batch holds as many images as EVAL_BYTES allows on the device type, at most EVAL_BATCH, at least 1;
+    dense models keep EVAL_BATCH."""
+    from stacked_ae.core import layers
+
+    stack, _, _ = mixed
+    assert layers.widest_map(stack) == layers.widest_map(stack.unroll()) == 8 * 8 * 8
+    assert layers.widest_map(StackedEncoder.random(64, [1000, 30], seed=0)) == 0
+    assert layers.eval_batch_size(StackedEncoder.random(64, [1000, 30], seed=0)) == layers.EVAL_BATCH
+    monkeypatch.setattr(layers, "EVAL_BYTES", {"cpu": 4 * 512 * 37})
+    monkeypatch.setattr(layers, "EVAL_BYTES_OTHER", 4 * 512 * 100)
+    assert layers.eval_batch_size(stack) == 37 and layers.eval_batch_size(stack.unroll(), "cpu") == 37
+    assert layers.eval_batch_size(stack, torch.device("cuda")) == 100     # reads the type, needs no GPU
+    monkeypatch.setattr(layers, "EVAL_BYTES", {"cpu": 1})
+    assert layers.eval_batch_size(stack) == 1
+    # the book's network at its real size: 32 maps of 28x28 (100,352 bytes an image) -> 83 images in 8 MiB
+    book = [ConvSpec(32, 3, 1), ConvSpec(64, 3, 2), ConvSpec(64, 3, 2), ConvSpec(64, 3, 1)]
+    monkeypatch.undo()
+    net = StackedEncoder.random(784, [2], seed=0, conv=book, image_shape=(28, 28),
+                                activation=["leaky_relu"] * 4 + ["linear"])
+    assert layers.eval_batch_size(net) == 8 * 2**20 // (4 * 32 * 28 * 28) == 83
+    assert layers.eval_batch_size(net, "cuda") == layers.EVAL_BATCH
+
+
+def test_evaluation_gives_the_same_numbers_in_any_batch_size(mixed, digits):
+    """Sized batches change only how the work is cut: codes, logits and averaged losses agree to float
+    rounding, whether one batch holds 7 images, the default number or all of them."""
+    from stacked_ae.core.train import evaluate_classifier, predict_logits
+
+    stack, _, _ = mixed
+    X, y = digits.X_test, digits.y_test
+    assert torch.allclose(stack.encode(X), stack.encode(X, batch_size=7), atol=1e-6)
+    ae = stack.unroll()
+    default, small = evaluate_reconstruction(ae, X), evaluate_reconstruction(ae, X, batch_size=7)
+    assert default == pytest.approx(small, rel=1e-5) and default == pytest.approx(
+        evaluate_reconstruction(ae, X, batch_size=len(X)), rel=1e-5)
+    head = stack.classifier(10, seed=0)
+    assert torch.allclose(predict_logits(head, X), predict_logits(head, X, batch_size=7), atol=1e-6)
+    assert evaluate_classifier(head, X, y) == pytest.approx(evaluate_classifier(head, X, y, batch_size=7),
+                                                            rel=1e-5)
