@@ -75,12 +75,11 @@ def main(argv=None) -> list[dict]:
             for _ in range(args.rounds):
                 fixed_s.append(seconds(run, X, EVAL_BATCH))
                 sized_s.append(seconds(run, X, sized))
+            ratios = [f / s for f, s in zip(fixed_s, sized_s, strict=True)]
             row = {"network": name, "pass": pass_name, "fixed_batch": EVAL_BATCH, "sized_batch": sized,
                    "fixed_images_s": args.images / statistics.median(fixed_s),
                    "sized_images_s": args.images / statistics.median(sized_s),
-                   "speedup": statistics.median(f / s for f, s in zip(fixed_s, sized_s, strict=True)),
-                   "speedup_range": [min(f / s for f, s in zip(fixed_s, sized_s, strict=True)),
-                                     max(f / s for f, s in zip(fixed_s, sized_s, strict=True))],
+                   "speedup": statistics.median(ratios), "speedup_range": [min(ratios), max(ratios)],
                    "rounds": args.rounds, "threads": args.threads, "images": args.images}
             rows.append(row)
             print(f"{name:46s} {pass_name:10s} {EVAL_BATCH:6d} {sized:6d} {row['fixed_images_s']:12,.0f} "
