@@ -17,6 +17,7 @@ from scipy import stats
 ALPHA = 0.05
 CONFIDENCE = 0.95
 WILCOXON_MIN_N = 6
+RELATIVE_TIE = 1e-9         # paired differences within this fraction of the values count as equal (rounding)
 NAN = float("nan")
 
 
@@ -64,13 +65,22 @@ def per_seed(ok: pd.DataFrame, budget: str, arm: str, metric: str) -> pd.Series:
     return rows.set_index("seed")[metric].astype(float).sort_index()
 
 
+def _constant(diff: np.ndarray, x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the paired differences are all equal up to floating-point rounding.
+
+    Error rates are multiples of 1/n_test, so equal differences are common; subtracting them leaves a spread of
+    about 1e-17, not 0, and a t-test on that spread returns t near 1e14 and a meaningless tiny p."""
+    scale = max(float(np.max(np.abs(x))), float(np.max(np.abs(y))), np.finfo(float).tiny)
+    return float(np.ptp(diff)) <= RELATIVE_TIE * scale
+
+
 def paired_test(a: pd.Series, b: pd.Series) -> Paired:
     """Pair a and b on their seed index and test whether the mean difference a - b is zero."""
     seeds = sorted(set(a.index) & set(b.index))
     x, y = a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy()
     diff = summarize(x - y)
     t = p = p_w = NAN
-    if diff.n >= 2 and diff.std > 0:
+    if diff.n >= 2 and not _constant(x - y, x, y):
         t, p = (float(v) for v in stats.ttest_rel(x, y))
     if diff.n >= WILCOXON_MIN_N and np.any(x != y):
         with warnings.catch_warnings():

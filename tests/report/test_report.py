@@ -487,3 +487,20 @@ def test_report_names_devices_and_pretrained_arms_as_the_pipeline_does():
     from stacked_ae.report import rundata
     assert rundata.UNRECORDED == UNRECORDED
     assert set(rundata.PRETRAINED_ARMS) == set(NEEDS_PRETRAINING)
+
+
+def test_equal_paired_differences_up_to_rounding_get_no_test():
+    """Error rates are multiples of 1/n_test: differences equal up to float rounding (a spread of about 1e-17)
+    have zero variance, so there is no t-test, not a 'significant' p of about 1e-15."""
+    from stacked_ae.report.stats import paired_test, verdict
+
+    pre = pd.Series([199 / 449, 156 / 449], index=[1, 3])
+    rand = pd.Series([197 / 449, 154 / 449], index=[1, 3])
+    assert np.ptp((pre - rand).to_numpy()) > 0          # the rounding this test is about
+    paired = paired_test(pre, rand)
+    assert np.isnan(paired.t) and np.isnan(paired.p)
+    assert verdict(paired) == "no test: the paired differences have zero variance"
+    assert paired.diff.mean == pytest.approx(2 / 449)
+    # a real spread, however small against the values, is still tested
+    varied = paired_test(pre, pd.Series([197 / 449, 155 / 449], index=[1, 3]))
+    assert np.isfinite(varied.p)
