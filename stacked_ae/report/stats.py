@@ -78,9 +78,10 @@ def paired_test(a: pd.Series, b: pd.Series) -> Paired:
     """Pair a and b on their seed index and test whether the mean difference a - b is zero."""
     seeds = sorted(set(a.index) & set(b.index))
     x, y = a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy()
-    diff = summarize(x - y)
+    d = x - y
+    diff = summarize(d)
     t = p = p_w = NAN
-    if diff.n >= 2 and not _constant(x - y, x, y):
+    if diff.n >= 2 and not _constant(d, x, y):
         t, p = (float(v) for v in stats.ttest_rel(x, y))
     if diff.n >= WILCOXON_MIN_N and np.any(x != y):
         with warnings.catch_warnings():
