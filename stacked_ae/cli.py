@@ -268,6 +268,10 @@ def cmd_validate(args) -> int:
                 found = f"data found: {len(data.X_train):,} training images, budgets fit"
             except DataNotFoundError as err:
                 found = "data not checked: " + " ".join(str(err).split())
+            except ValueError as err:   # the data's own errors name the data, not the pipeline file
+                if args.debug:
+                    raise
+                raise ValueError(f"{file}: {_message(err)}") from err
         except (ValueError, OSError) as err:
             if args.debug:
                 raise

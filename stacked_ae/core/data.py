@@ -42,6 +42,10 @@ class DataFormatError(ValueError):
     """A data file exists but is truncated, corrupt or of the wrong shape."""
 
 
+class SplitSizeError(ValueError):
+    """`val_size` or `test_size` does not fit the data (the message names the argument)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     X_train: torch.Tensor   # (n_train, n_features) float32 in [0, 1]
@@ -299,6 +303,13 @@ def _check_table(X: np.ndarray, y: np.ndarray, source: str) -> None:
                               f"column, got shape {X.shape}")
     if X.dtype.kind not in "biuf":
         raise DataFormatError(f"{source}: features must be real numbers, got dtype {X.dtype}")
+    bad = int((~np.isfinite(X)).sum()) if X.dtype.kind == "f" else 0
+    if bad:
+        raise DataFormatError(f"{source}: features contain {bad} NaN or infinite values")
+    too_large = int((np.abs(X) > np.finfo(np.float32).max).sum()) if X.dtype.kind == "f" else 0
+    if too_large:
+        raise DataFormatError(f"{source}: {too_large} feature values exceed the float32 range "
+                              f"(|x| > {np.finfo(np.float32).max:.3g}); rescale the data")
     if y.ndim != 1 or len(y) != len(X):
         raise DataFormatError(f"{source}: expected one label per row ({len(X)}), got labels of shape {y.shape}")
 
@@ -332,10 +343,13 @@ def _split_indices(n: int, n_val: int, n_test: int, seed: int) -> tuple[np.ndarr
 def _count(size: float | int, n: int, key: str) -> int:
     """A split size given as a fraction of n or as a count."""
     if not is_real(size) or size < 0:
-        raise ValueError(f"{key} must be a fraction in [0, 1) or a count, got {size!r}")
+        raise SplitSizeError(f"{key} must be a fraction in [0, 1) or a count, got {size!r}")
     count = int(round(size * n)) if not is_int(size) and size < 1 else int(size)
     if count >= n:
-        raise ValueError(f"{key}={size!r} leaves no training data out of {n} examples")
+        raise SplitSizeError(f"{key}={size!r} leaves no training data out of {n} examples")
+    if count == 0 and size > 0:
+        raise SplitSizeError(f"{key}={size!r} is 0 of {n} examples once rounded; give a larger fraction "
+                             f"or a count >= 1")
     return count
 
 
@@ -358,10 +372,7 @@ def _scale_by_training_rows(X_train: np.ndarray, held_out: tuple[np.ndarray, ...
     """
     if X_train.dtype == np.uint8:
         return tuple(a.astype(np.float32) / 255.0 for a in (X_train, *held_out))
-    arrays = [a.astype(np.float32) for a in (X_train, *held_out)]
-    bad = sum(int((~np.isfinite(a)).sum()) for a in arrays)
-    if bad:
-        raise DataFormatError(f"{source}: features contain {bad} NaN or infinite values")
+    arrays = [a.astype(np.float32) for a in (X_train, *held_out)]   # finite: see _check_table
     lo, hi = float(arrays[0].min()), float(arrays[0].max())
     if not (0.0 <= lo and hi <= 1.0):
         scale = 1.0 / (hi - lo) if hi > lo else 0.0
@@ -421,8 +432,8 @@ def _split_all(X, y, image_shape, classes, name, val_size, test_size, seed, scal
     n_test = _count(test_size, len(X), "test_size")
     n_val = _count(val_size, len(X), "val_size")
     if n_val + n_test >= len(X):
-        raise ValueError(f"val_size={val_size!r} and test_size={test_size!r} leave no training data "
-                         f"out of {len(X)} examples")
+        raise SplitSizeError(f"val_size={val_size!r} and test_size={test_size!r} leave no training data "
+                             f"out of {len(X)} examples")
     tr, va, te = _split_indices(len(X), n_val, n_test, seed)
     X_tr, X_va, X_te = X[tr], X[va], X[te]
     if scale_source is not None:

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Union
 
 from ..core.conv import ConvSpec, map_shapes
-from ..core.data import IMAGE_SHAPES, KNOWN_DATASETS, USER_SUFFIXES, Dataset, load_dataset
+from ..core.data import IMAGE_SHAPES, KNOWN_DATASETS, USER_SUFFIXES, Dataset, SplitSizeError, load_dataset
 from ..core.layers import ACTIVATIONS
 from ..core.model import check_dropout
 from ..core.pretrain_config import PretrainConfig, check_image_shape
@@ -75,9 +76,12 @@ class DataConfig:
     def load(self, data_root=None) -> Dataset:
         """The dataset these settings name, split as they say (`data_root` before `root`; unchecked: see
         `runner.check_data`, which checks the label budgets against it)."""
-        return load_dataset(self.dataset, data_root if data_root is not None else self.root,
-                            val_size=self.val_size, test_size=self.test_size, seed=self.split_seed,
-                            download=self.download, label_column=self.label_column)
+        try:
+            return load_dataset(self.dataset, data_root if data_root is not None else self.root,
+                                val_size=self.val_size, test_size=self.test_size, seed=self.split_seed,
+                                download=self.download, label_column=self.label_column)
+        except SplitSizeError as err:   # the library names its arguments; a pipeline names its keys
+            raise ConfigError(re.sub(r"\b(val_size|test_size)\b", r"data.\1", str(err))) from None
 
 
 @dataclass(frozen=True)
