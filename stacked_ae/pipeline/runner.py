@@ -14,6 +14,8 @@ import platform
 import shutil
 import subprocess
 import sys
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -280,12 +282,15 @@ def _write_start(run: RunDir, cfg: PipelineConfig, data: Dataset, device: torch.
 
 
 def _samples_fingerprint(run: RunDir) -> str | None:
-    """The data fingerprint samples.npz was drawn from (None when missing, unreadable or older)."""
+    """The data fingerprint samples.npz was drawn from (None when missing, damaged or older: then it is redrawn).
+
+    Every member is read, so that a file damaged past its first member is found too."""
     try:
         with np.load(run.root / "samples.npz", allow_pickle=False) as samples:
-            return str(samples["data_fingerprint"]) if "data_fingerprint" in samples.files else None
-    except (OSError, ValueError, KeyError):
+            arrays = {key: samples[key] for key in samples.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
+    return str(arrays["data_fingerprint"]) if "data_fingerprint" in arrays else None
 
 
 def _write_samples(run: RunDir, data: Dataset, data_id: str, n: int = 2000) -> None:

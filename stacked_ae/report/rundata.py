@@ -6,6 +6,8 @@ become None and a note in `run.notes`. Only `results.csv` is required.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -204,12 +206,16 @@ class RunData:
         return self.results[self.results["status"] != "ok"]
 
     def samples(self) -> dict | None:
-        """samples.npz as a dict of arrays, or None when absent."""
+        """samples.npz as a dict of arrays, or None when absent; a damaged file is a ValueError naming it."""
         path = self.path / "samples.npz"
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as f:
-            return {key: f[key] for key in f.files}
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {key: f[key] for key in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f"{path}: not a readable samples file ({type(err).__name__}: {err}); the same "
+                             f"`sae run` command redraws it from the data, reusing every finished stage") from None
 
 
 def _read_json(path: Path, notes: list[str]) -> dict:

@@ -581,6 +581,27 @@ def test_samples_follow_the_data_split(tmp_path):
     assert (predictions == second).mean() > 0.8, "the predictions and samples.npz describe different test sets"
 
 
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"PK\x03\x04" + b"\0" * 64,
+                                    lambda b: b""], ids=["truncated", "bad-zip", "empty"])
+def test_a_damaged_samples_file_is_redrawn_and_the_report_names_it(tmp_path, damage, capsys):
+    """A damaged samples.npz: `sae report` says which file in one line; the next run redraws it, reusing the stages."""
+    import numpy as np
+
+    from stacked_ae.cli import main
+    settings = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": ["all"]}, arms=["logreg"])
+    run_dir = _run(settings, tmp_path / "run").parent
+    samples = run_dir / "samples.npz"
+    first = np.load(samples)["y_test"]
+    stages = {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")}
+    samples.write_bytes(damage(samples.read_bytes()))
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "samples.npz: not a readable samples file" in err, err
+    _run(settings, run_dir)
+    assert np.array_equal(np.load(samples)["y_test"], first)
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")} == stages
+
+
 def test_a_data_file_is_known_by_its_contents_not_its_path(tmp_path):
     """Edited contents at the same path rerun every stage; the same contents at another path reuse them all."""
     import numpy as np
