@@ -251,6 +251,40 @@ def test_status_lists_finished_missing_and_stale_stages(smoke_file, tmp_path, ca
     assert stale == {"pretrained", "random", "frozen"}
 
 
+def test_damaged_run_folder_files_are_named_by_status_and_report(smoke_file, tmp_path, capsys):
+    """A run folder edited by hand: `sae status` names a config.json that is not a JSON object, counts a stage
+    record that is a list as stale (not a crash), and `sae report` renders with a note naming each damaged file."""
+    import shutil
+    out = tmp_path / "run"
+    assert main(["run", str(smoke_file), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    kept = tmp_path / "kept"
+    shutil.copytree(out, kept)
+    for text, message in (("[1, 2]", "config.json: expected a JSON object ({...}), got a list"),
+                          ("{not json", "config.json: not valid JSON (JSONDecodeError"),
+                          ("\x80\x81", "config.json: not valid JSON (UnicodeDecodeError")):
+        (out / "config.json").write_bytes(text.encode("latin-1"))
+        assert main(["status", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+    stage = next((kept / "stages").glob("arm_*_random.json"))
+    stage.write_text("[]")
+    (kept / "manifest.json").write_text("[]")
+    assert main(["status", str(kept), str(smoke_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("21 finished, 0 failed, 1 stale, 0 missing"), lines
+    assert lines[1] == ("  data: manifest.json records no data fingerprint (missing or damaged); the data were read "
+                        "and fingerprinted to judge the stages"), lines
+    (kept / "config.json").write_text("[]")
+    (kept / "history.csv").write_bytes(b"\x00\xff\x00")
+    assert main(["report", str(kept)]) == 0
+    md = (kept / "report.md").read_text()
+    for note in ("`manifest.json` could not be read (expected a JSON object ({...}), got a list)",
+                 "`config.json` could not be read (expected a JSON object",
+                 "`history.csv` could not be read ("):
+        assert note in md, note
+
+
 def test_run_summary_counts_computed_and_reused_stages(smoke_file, tmp_path, capsys):
     """The end-of-run summary says what this invocation computed and what it reused, pretraining included."""
     out = tmp_path / "run"

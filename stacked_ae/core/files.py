@@ -7,6 +7,7 @@ learning rates of a stage) under a stamp that names the settings it belongs to.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -30,6 +31,18 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     finally:   # interrupted (Ctrl-C) or failed: leave no temp file behind
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in `path`; a ValueError naming the file when it is not UTF-8 JSON or not an object."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes())
+    except ValueError as err:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}: not valid JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object ({{...}}), got a {type(value).__name__}")
+    return value
 
 
 def cpu_state(state: dict) -> dict:

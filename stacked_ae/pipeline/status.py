@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ..core.files import load_stamped
+from ..core.files import load_stamped, read_json_object
 from .arms import (
     NEEDS_PRETRAINING,
     SKLEARN_ARMS,
@@ -30,7 +30,7 @@ def read_run_config(run_dir: Path) -> PipelineConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); run `sae run` first")
-    return from_dict(json.loads(path.read_text()))
+    return from_dict(read_json_object(path))
 
 
 # The [data] settings that decide which examples a run reads (budgets and val_per_class only pick among them,
@@ -48,22 +48,26 @@ def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str
     before = run.read_json("config.json").get("data") or {}
     now = cfg.to_dict()["data"]
     changed = [f"data.{k}" for k in DATA_KEYS if k in before and before[k] != now[k]]
-    if not changed:
+    if not changed and recorded:
         return recorded, None
     from .rundir import dataset_fingerprint
-    what = f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from the run's"
+    what = (f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from the run's" if changed else
+            "manifest.json records no data fingerprint (missing or damaged)")
     try:
         data_id = dataset_fingerprint(cfg.data.load(data_root))
     except (OSError, ValueError) as err:
         return "unread", (f"{what} and the data could not be read to compare ({err}); every stage is counted as "
                           f"one that would rerun (--data-root names the data folder)")
+    if not recorded:   # the stage records still name the data they were made from, as `sae run` will see
+        return data_id, f"{what}; the data were read and fingerprinted to judge the stages"
     same = "the same data" if data_id == recorded else "other data: every stage would rerun"
     return data_id, f"{what}; read and fingerprinted: {same}"
 
 
 def _recorded_data_id(run: RunDir) -> str:
     """The data fingerprint the run's manifest recorded ('' if none)."""
-    return (run.read_json("manifest.json").get("dataset") or {}).get("fingerprint", "")
+    dataset = run.read_json("manifest.json").get("dataset")
+    return str(dataset.get("fingerprint") or "") if isinstance(dataset, dict) else ""
 
 
 def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None) -> list[dict]:
@@ -199,11 +203,8 @@ def _state(run: RunDir, key: str, stamp: str, **where) -> dict:
     path = run.stage_path(key)
     if not path.is_file():
         return {"key": key, **where, "state": "missing"}
-    try:
-        record = json.loads(path.read_text())
-    except ValueError:
-        return {"key": key, **where, "state": "stale"}
-    if record.get("fingerprint") != stamp:
+    record = run.read_stage(key)   # None: damaged or not a record (a list, a number): the stage is redone
+    if record is None or record.get("fingerprint") != stamp:
         return {"key": key, **where, "state": "stale"}
     return {"key": key, **where, "state": "failed" if _failed(record) else "finished"}
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.files import read_json_object
+
 METRICS = {"classification": "test_error", "reconstruction": "test_sse"}
 RESULT_COLUMNS = ("task", "seed", "budget", "arm", "status", "message", "test_error", "test_sse", "subset_hash")
 HISTORY_COLUMNS = ("seed", "budget", "arm", "epoch", "val_loss", "val_error", "selected")
@@ -222,14 +224,28 @@ def _read_json(path: Path, notes: list[str]) -> dict:
     if not path.is_file():
         notes.append(f"`{path.name}` is missing: its fields are shown as unknown.")
         return {}
-    return json.loads(path.read_text())
+    try:
+        return read_json_object(path)
+    except (OSError, ValueError) as err:
+        notes.append(f"`{path.name}` could not be read ({_after_path(err, path)}): its fields are shown as unknown.")
+        return {}
+
+
+def _after_path(err: BaseException, path: Path) -> str:
+    """An error's message without the path it starts with (a note names the file itself)."""
+    text = str(err)
+    return text[len(f"{path}: "):] if text.startswith(f"{path}: ") else f"{type(err).__name__}: {text}"
 
 
 def _read_csv(path: Path, notes: list[str], what: str, columns: tuple[str, ...], **kwargs) -> pd.DataFrame | None:
     if not path.is_file():
         notes.append(f"`{path.name}` is missing: no {what}.")
         return None
-    frame = pd.read_csv(path, **kwargs)
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except (OSError, ValueError) as err:   # empty, binary, not CSV (pandas parse errors are ValueErrors)
+        notes.append(f"`{path.name}` could not be read ({_after_path(err, path)}): no {what}.")
+        return None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         notes.append(f"`{path.name}` lacks the column(s) {', '.join(missing)}: no {what}.")
