@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -104,6 +105,11 @@ def cmd_run(args) -> int:
     overrides = list(args.overrides)
     if args.precision:
         overrides += [f"pretrain.precision={args.precision}", f"finetune.precision={args.precision}"]
+    if args.workers is not None and args.workers < 0:   # checked here: the config's message would name --set
+        raise ValueError(f"--workers must be a count >= 0 (0: one per core), got {args.workers}")
+    if args.gpus_per_stage is not None and not 0.0 <= args.gpus_per_stage < math.inf:
+        raise ValueError(f"--gpus-per-stage must be a finite number >= 0 (a fraction lets stages share a GPU), "
+                         f"got {args.gpus_per_stage}")
     for key, value in (("executor", args.executor), ("workers", args.workers), ("gpus_per_stage", args.gpus_per_stage)):
         if value is not None:
             overrides.append(f"run.{key}={value}")
@@ -327,7 +333,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .core.data import DATA_ENV, FOLDERS, KNOWN_DATASETS, USER_SUFFIXES, find_idx_files
+    from .core.data import DATA_ENV, FOLDERS, KNOWN_DATASETS, LABELED_SUFFIXES, find_idx_files
     root = args.data_root or os.environ.get(DATA_ENV)
     for name in KNOWN_DATASETS:
         if name == "digits":
@@ -340,7 +346,7 @@ def cmd_datasets(args) -> int:
         looked = f"{root}/, {root}/{FOLDERS[name][0]}/raw/, {root}/{FOLDERS[name][1]}/" if root else \
             f"(no --data-root and ${DATA_ENV} unset)"
         print(f"{name:<14} IDX files, raw or .gz; looked in {looked}: {where}")
-    print(f"user files     {', '.join(USER_SUFFIXES)} with a label column (data.label_column), by path")
+    print(f"user files     {', '.join(LABELED_SUFFIXES)} with a label column (data.label_column), by path")
     return 0
 
 

@@ -100,8 +100,8 @@ class _StackedAutoencoderBase(BaseEstimator):
 
     def _conv(self) -> dict:
         """The conv layers and the image shape they read, checked (nothing without conv layers)."""
-        if self.conv is None or (not isinstance(self.conv, dict) and len(self.conv) == 0):
-            return {}
+        if self.conv is None or (isinstance(self.conv, (list, tuple)) and len(self.conv) == 0):
+            return {}   # anything else but a list is refused by conv_specs, naming conv
         specs = conv_specs(self.conv)
         if self.image_shape is None:
             raise ValueError("conv layers need image_shape=(height, width) or (channels, height, width): the "

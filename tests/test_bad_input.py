@@ -112,7 +112,10 @@ CONFIG_CASES = [
     ("unknown-corruption-in-list", TWO_LAYERS + '[pretrain]\ncorruption = ["mask", "dropout"]\n',
      r"pretrain.corruption must be one of none, mask, gaussian, salt_pepper; got 'dropout'"),
     ("unknown-dataset-suffix", '[data]\ndataset = "data.txt"\n',
-     r"data.dataset must be one of digits, mnist, fashion-mnist or a file ending in \.npz, \.npy, \.csv, \.parquet"),
+     r"data.dataset must be one of digits, mnist, fashion-mnist or a file ending in \.npz, \.csv, \.parquet"),
+    ("dataset-a-npy-file", '[data]\ndataset = "x.npy"\n',
+     r"data.dataset: '.*x\.npy' is a \.npy file, one array of features with no labels; a pipeline needs labels: "
+     r"a \.npz with arrays X and y"),
     ("unknown-schedule", '[pretrain]\nschedule = "step"\n',
      r"pretrain.schedule must be one of constant, cosine, linear; got 'step'"),
     ("unknown-task", 'task = "regression"\n', r"task must be one of classification, reconstruction; got 'regression'"),
@@ -276,8 +279,8 @@ TABLE_CASES = [
      r"t\.npz: not a readable \.npz file \(ValueError: Object arrays cannot be loaded when allow_pickle=False"),
     ("npz-not-a-zip", "t.npz", _text("X,y\n1,2\n"),
      r"t\.npz: not a \.npz file \(it does not start with the \.npz signature\)"),
-    ("npy-truncated", "t.npy", lambda path: path.write_bytes(_npy_bytes(X4)[:90]),
-     r"t\.npy: not a readable \.npy file \(ValueError"),
+    ("npy-holds-no-labels", "t.npy", lambda path: np.save(path, X4),
+     r"t\.npy: a \.npy file holds one array of features and no labels; give a \.npz with arrays X and y"),
     ("unsupported-suffix", "t.txt", _text("1,2,0\n"),
      r"unknown dataset '.*t\.txt'; known: digits, mnist, fashion-mnist, or a file ending in \.npz"),
 ]
@@ -346,6 +349,14 @@ class _MakesMarker:
 
     def __reduce__(self):
         return os.makedirs, (self.marker,)
+
+
+def test_a_truncated_npy_file_of_features_is_named(tmp_path):
+    """`read_table` (the reader of `sae encode`) names a truncated .npy file."""
+    path = tmp_path / "t.npy"
+    path.write_bytes(_npy_bytes(X4)[:90])
+    with pytest.raises(DataFormatError, match=r"t\.npy: not a readable \.npy file \(ValueError"):
+        read_table(path)
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".npz"])
@@ -487,6 +498,10 @@ CLI_CASES = [   # (id, argv built in tmp_path, the exception --debug re-raises, 
      ConfigError, r"p\.toml: data\.budgets: 500 labels per class, but the smallest class"),
     ("run-val-size-rounds-to-zero", lambda t: _run(t, "digits", "--set", "data.val_size=0.0001"), ConfigError,
      r"data\.val_size=0\.0001 is 0 of 1797 examples once rounded"),
+    ("run-negative-workers", lambda t: _run(t, "digits", "--workers", "-1"), ValueError,
+     r"--workers must be a count >= 0 \(0: one per core\), got -1$"),
+    ("run-nan-gpus-per-stage", lambda t: _run(t, "digits", "--gpus-per-stage", "nan"), ValueError,
+     r"--gpus-per-stage must be a finite number >= 0 .*, got nan$"),
     ("run-truncated-idx", lambda t: _run(t, "mnist", "--data-root", str(_damaged_root(t))), DataFormatError,
      r"train-images-idx3-ubyte\.gz: cannot read IDX file .*truncated"),
     ("run-csv-without-label-column", lambda t: _run(t, _csv(t, "a,b\n1,2\n3,4\n")), DataFormatError,

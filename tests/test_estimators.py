@@ -365,6 +365,9 @@ def test_conv_transformer_codes_per_layer_and_inverse(digits):
     ({"conv": CONV, "image_shape": 64}, r"image_shape must be \(height, width\) or \(channels, height, width\) "
                                         r"with positive integers, got 64"),
     ({"conv": CONV, "image_shape": (8, 8.5)}, r"image_shape must be .* got \(8, 8\.5\)"),
+    ({"conv": 5, "image_shape": (8, 8)}, r"^conv must be a list of conv layer specs, got 5$"),
+    ({"conv": "3x3", "image_shape": (8, 8)}, r"^conv must be a list of conv layer specs, got '3x3'$"),
+    ({"conv": {"channels": 8}, "image_shape": (8, 8)}, r"^conv must be a list of conv layer specs, got \{"),
 ])
 def test_bad_conv_parameters_are_named(params, message, digits):
     with pytest.raises(ValueError, match=message):

@@ -20,7 +20,8 @@ from .checks import is_int, is_real
 
 KNOWN_DATASETS = ("digits", "mnist", "fashion-mnist")
 IMAGE_SHAPES = {"digits": (8, 8), "mnist": (28, 28), "fashion-mnist": (28, 28)}   # what each holds, known unread
-USER_SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
+USER_SUFFIXES = (".npz", ".npy", ".csv", ".parquet")   # files of features (`read_table`, `sae encode`)
+LABELED_SUFFIXES = (".npz", ".csv", ".parquet")        # ... that can also hold labels (a .npy is one array)
 DATA_ENV = "STACKED_AE_DATA"
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -412,7 +413,10 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
         tr, va = order[n_val:], order[:n_val]
         Xtr, Xte = _scale(Xtr, name), _scale(Xte, name)
         return _to_dataset((Xtr[tr], ytr[tr], Xtr[va], ytr[va], Xte, yte), image_shape, classes, name)
-    if Path(name).suffix.lower() in USER_SUFFIXES:
+    if Path(name).suffix.lower() == ".npy":
+        raise DataFormatError(f"{name}: a .npy file holds one array of features and no labels; give a .npz with "
+                              f"arrays X and y, or a .csv/.parquet with a label column")
+    if Path(name).suffix.lower() in LABELED_SUFFIXES:
         X, y = read_table(name, label_column)
         if y is None:
             raise DataFormatError(f"{name}: no label column {label_column!r} (or array 'y' in a .npz); "
@@ -424,7 +428,7 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, *,
         return _split_all(X, y, image_shape, classes, Path(name).stem, val_size, test_size, seed,
                           scale_source=name)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}, "
-                     f"or a file ending in {', '.join(USER_SUFFIXES)}")
+                     f"or a file ending in {', '.join(LABELED_SUFFIXES)}")
 
 
 def _split_all(X, y, image_shape, classes, name, val_size, test_size, seed, scale_source=None) -> Dataset:

@@ -193,7 +193,7 @@ def conv_specs(conv) -> list[ConvSpec]:
     """ConvSpecs from specs or mappings (errors name `conv[k]`)."""
     if conv is None:
         return []
-    if isinstance(conv, (dict, ConvSpec)) or not isinstance(conv, Sequence):
+    if isinstance(conv, (dict, ConvSpec, str, bytes)) or not isinstance(conv, Sequence):
         raise ValueError(f"conv must be a list of conv layer specs, got {conv!r}")
     return [ConvSpec.from_dict(spec, f"conv[{k}]") for k, spec in enumerate(conv)]
 

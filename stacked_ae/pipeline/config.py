@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Union
 
 from ..core.conv import ConvSpec, map_shapes
-from ..core.data import IMAGE_SHAPES, KNOWN_DATASETS, USER_SUFFIXES, Dataset, SplitSizeError, load_dataset
+from ..core.data import (
+    IMAGE_SHAPES,
+    KNOWN_DATASETS,
+    LABELED_SUFFIXES,
+    USER_SUFFIXES,
+    Dataset,
+    SplitSizeError,
+    load_dataset,
+)
 from ..core.layers import ACTIVATIONS
 from ..core.model import check_dropout
 from ..core.pretrain_config import PretrainConfig, check_image_shape
@@ -49,9 +57,13 @@ class DataConfig:
     download: bool = False             # let torchvision download mnist/fashion-mnist into root
 
     def __post_init__(self):
-        if self.dataset not in KNOWN_DATASETS and not self.dataset.lower().endswith(USER_SUFFIXES):
+        if self.dataset.lower().endswith(".npy"):
+            raise ConfigError(f"data.dataset: {self.dataset!r} is a .npy file, one array of features with no labels; "
+                              f"a pipeline needs labels: a .npz with arrays X and y, or a .csv/.parquet with a label "
+                              f"column (data.label_column)")
+        if self.dataset not in KNOWN_DATASETS and not self.dataset.lower().endswith(LABELED_SUFFIXES):
             raise ConfigError(f"data.dataset must be one of {', '.join(KNOWN_DATASETS)} or a file ending in "
-                              f"{', '.join(USER_SUFFIXES)}; got {self.dataset!r}")
+                              f"{', '.join(LABELED_SUFFIXES)}; got {self.dataset!r}")
         for key, needs in (("val_size", "model selection and early stopping read it"),
                            ("test_size", "the test error is measured on it")):
             v = getattr(self, key)
@@ -123,6 +135,10 @@ class ModelConfig:
         """Conv layers fit images of `image_shape`, or ConfigError naming `source` and the culprit key."""
         if not self.conv:
             return
+        if not image_shape:   # the library's hint (image_shape=...) is no key of a pipeline file
+            raise ConfigError(f"model.conv: {source} has no image shape (rows of {n_features} features); conv "
+                              f"layers need images: a .npz whose X is (n, height, width) or (n, channels, height, "
+                              f"width), digits, mnist or fashion-mnist; or drop model.conv")
         try:
             shape = check_image_shape(image_shape, n_features)
         except ValueError as err:

@@ -67,8 +67,11 @@ def test_conv_on_a_table_without_image_shape_names_the_file(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(path, X=rng.random((200, 64)), y=rng.integers(0, 2, 200))
     cfg = from_dict(dict(CONV, data={"dataset": str(path), "budgets": ["all"]}))
-    with pytest.raises(ConfigError, match=r"model.conv: dataset '.*table.npz': conv layers need images"):
+    with pytest.raises(ConfigError, match=r"model.conv: dataset '.*table.npz' has no image shape \(rows of 64 "
+                                          r"features\); conv layers need images: a .npz whose X is \(n, height, "
+                                          r"width\)") as err:
         check_data(cfg)
+    assert "image_shape=" not in str(err.value), "a pipeline has no image_shape key"
 
 
 def test_user_images_of_shape_n_h_w_carry_their_shape(tmp_path):
