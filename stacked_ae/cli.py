@@ -232,8 +232,9 @@ def summarize(cfg, results, out: Path, report_path) -> str:
              f"{list(cfg.seeds)}"]
     counts = results.attrs.get("stages")
     if counts:
-        lines.append(f"this invocation: {counts.get('computed', 0)} stages computed, {counts.get('reused', 0)} "
-                     f"reused; pretraining: {counts.get('pretrain computed', 0)} seeds computed, "
+        lines.append(f"this invocation: {_plural(counts.get('computed', 0), 'stage')} computed, "
+                     f"{counts.get('reused', 0)} reused; pretraining: "
+                     f"{_plural(counts.get('pretrain computed', 0), 'seed')} computed, "
                      f"{counts.get('pretrain reused', 0)} reused")
     if len(ok):
         table = ok.assign(value=ok[metric].astype(float) * (100 if metric == "test_error" else 1))

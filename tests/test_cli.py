@@ -398,3 +398,15 @@ def test_status_reads_the_data_when_the_pipeline_changes_what_they_are(smoke_fil
                        "stage would rerun"
     assert main(["status", str(out), str(smoke_file)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"{out}: 22 stages: 22 finished, 0 failed, 0 stale, 0 missing"
+
+
+def test_run_summary_says_one_stage_and_one_seed_in_the_singular():
+    """`1 stage computed`, `1 seed computed`: the counts agree with their nouns."""
+    import pandas as pd
+
+    from stacked_ae.cli import summarize
+    from stacked_ae.pipeline.config import from_dict
+    results = pd.DataFrame({"seed": [0], "budget": ["all"], "arm": ["logreg"], "status": ["ok"], "test_error": [0.1]})
+    results.attrs["stages"] = {"computed": 1, "reused": 0, "pretrain computed": 1, "pretrain reused": 0}
+    text = summarize(from_dict({"seeds": [0]}), results, Path("run"), None)
+    assert "this invocation: 1 stage computed, 0 reused; pretraining: 1 seed computed, 0 reused" in text, text

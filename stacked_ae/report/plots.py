@@ -6,6 +6,7 @@ Software tag, so the same inputs give the same bytes.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..core.files import atomic_write
 from .rundata import RunData
 from .stats import per_seed, summarize
 
@@ -39,9 +41,10 @@ def new_figure(width: float, height: float, **kwargs) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> None:
-    """PNG without the Software tag, so identical inputs give identical bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    """PNG without the Software tag, so identical inputs give identical bytes; written atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    atomic_write(path, buffer.getvalue())
 
 
 def metric_label(run: RunData) -> str:

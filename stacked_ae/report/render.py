@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from ..core.files import atomic_write
 from . import sections, summary
 from .compare import comparison_blocks
 from .figures import make_figures
@@ -37,8 +38,8 @@ def render_report(run_dirs: list[Path] | Path, out_dir: Path | None = None) -> P
 def write_report(blocks: list[Block], out: Path, title: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
-    md.write_text(to_markdown(blocks), encoding="utf-8")
-    (out / "report.html").write_text(to_html(blocks, out, title), encoding="utf-8")
+    atomic_write(md, to_markdown(blocks).encode("utf-8"))   # a reader never sees half a report
+    atomic_write(out / "report.html", to_html(blocks, out, title).encode("utf-8"))
     return md
 
 

@@ -504,3 +504,23 @@ def test_equal_paired_differences_up_to_rounding_get_no_test():
     # a real spread, however small against the values, is still tested
     varied = paired_test(pre, pd.Series([197 / 449, 155 / 449], index=[1, 3]))
     assert np.isfinite(varied.p)
+
+
+def test_a_figure_that_fails_while_saving_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """plots.save writes a PNG atomically: a savefig that fails half-way leaves the previous file as it was and no
+    temp file beside it (a report viewer never shows half a figure)."""
+    from stacked_ae.report import plots
+    path = tmp_path / "figures" / "f.png"
+    fig = plots.new_figure(2, 2)
+    fig.add_subplot().plot([0, 1], [1, 0])
+    plots.save(fig, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def fails(target, **kwargs):
+        target.write(b"\x89PNG half")
+        raise OSError("disk full")
+    monkeypatch.setattr(fig, "savefig", fails)
+    with pytest.raises(OSError, match="disk full"):
+        plots.save(fig, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["f.png"]
