@@ -280,17 +280,16 @@ def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: st
 def _equivalent(record: dict, cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> bool:
     """Whether a network arm's record, made under other settings, is what today's settings would compute:
 
-    - made without `finetune.extend`, its selection inside its grid (or every rate failed): extension would not
-      have started;
+    - made without `finetune.extend`, or with a lower limit, its selection inside what it tried (or every rate
+      failed): extension would not have started, or would have stopped where it stopped;
     - made under a lower `finetune.epochs` cap, with the constant schedule (the others depend on the cap), and
       every rate's training ended by early stopping before that cap (a rate that diverged did so before it too):
       each epoch was what today's would be, and so was the selection. Raising a cap that bound some stages
       recomputes only those;
     - both at once."""
-    variants = [(cfg, False)]
-    if cfg.finetune.extend:
-        variants.append((dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, extend=0)), True))
-    for variant, without_extend in variants:
+    variants = [(cfg, False)] + [(dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, extend=lower)),
+                                  True) for lower in range(cfg.finetune.extend)]
+    for variant, without_extend in variants:   # without_extend: made under a lower limit (0: none)
         depends = arm_depends(variant, seed, budget, arm, data_id)
         if fingerprint(depends) == record.get("fingerprint"):
             cap = cfg.finetune.epochs

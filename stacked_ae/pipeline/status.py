@@ -94,7 +94,8 @@ def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None)
                 key = arm_key(seed, budget, arm)
                 stages.append(_state(run, key, arm_fingerprint(cfg, seed, budget, arm, data_id),
                                      seed=seed, budget=budget_label(budget), arm=arm))
-                if stages[-1]["state"] == "stale" and cfg.finetune.extend:   # a record that extension keeps
+                if stages[-1]["state"] == "stale":   # a record today's settings would reproduce (a higher extend
+                    #                                        or epoch cap that it did not reach) counts as finished
                     record = load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
                     if record is not None:
                         stages[-1]["state"] = "failed" if _failed(record) else "finished"

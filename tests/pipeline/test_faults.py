@@ -530,6 +530,30 @@ def test_extend_reruns_only_the_stages_whose_selection_sat_on_an_edge(tmp_path, 
     assert ("of the rates tried, after extending the grid: widen it further" in text) == (not still.empty)
 
 
+def test_raising_extend_reruns_only_the_stages_still_on_an_edge(tmp_path, monkeypatch):
+    """Raising finetune.extend from 1 to 3: a stage whose search stopped inside what it tried would stop there
+    again, so it is kept; a stage whose best sat on the last value tried trains again, further out."""
+    from stacked_ae.pipeline import arms
+    from stacked_ae.pipeline.status import stage_status
+    settings = dict(GRID, arms=["pretrained", "random", "frozen"], seeds=[0, 1],
+                    finetune=dict(GRID["finetune"], lr=[0.003, 0.01, 0.03], extend=1))
+    first = run_pipeline(from_dict(settings), tmp_path / "run", device="cpu", progress=False)
+    edges = {f"{r.arm} seed {r.seed}" for r in first.itertuples() if r.on_grid_edge}
+    assert 0 < len(edges) < len(first), first[["seed", "arm", "lr", "on_grid_edge"]]   # the test needs both kinds
+    raised = dict(settings, finetune=dict(settings["finetune"], extend=3))
+    stale = {f"{s['arm']} seed {s['seed']}" for s in stage_status(from_dict(raised), tmp_path / "run")
+             if s["state"] == "stale"}
+    assert stale == edges   # what `sae status` says before the run is what the run does
+    calls = stop_at(monkeypatch, arms, "fit_classifier", set())
+    second = run_pipeline(from_dict(raised), tmp_path / "run", device="cpu", progress=False)
+    retrained = {"{2} seed {0}".format(*re.fullmatch(r"seed (\d+), budget (\w+), (\S+) lr=.*", stage).groups())
+                 for stage in calls}
+    assert retrained == edges
+    kept = first[~first["on_grid_edge"].astype(bool)]
+    pd.testing.assert_frame_equal(comparable_rows(second, kept), comparable_rows(kept, kept))
+    assert {s["state"] for s in stage_status(from_dict(raised), tmp_path / "run")} == {"finished"}
+
+
 def _epochs_by_lr(record: dict) -> dict:
     trained: dict = {}
     for row in record["history"]:
@@ -552,6 +576,7 @@ def test_raising_the_epoch_cap_retrains_only_the_stages_it_bound(tmp_path, monke
     assert 0 < len(bound) < len(before), {k: _epochs_by_lr(r) for k, r in before.items()}   # both kinds
 
     raised = dict(settings, finetune=dict(settings["finetune"], epochs=40))
+    assert {s["key"] for s in stage_status(from_dict(raised), tmp_path / "run") if s["state"] == "stale"} == bound
     calls = stop_at(monkeypatch, arms, "fit_classifier", set())
     second = run_pipeline(from_dict(raised), tmp_path / "run", device="cpu", progress=False)
     after = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("arm_*.json")}
