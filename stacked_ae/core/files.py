@@ -10,8 +10,11 @@ import io
 import json
 import logging
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,16 @@ def read_json_object(path: str | os.PathLike) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object ({{...}}), got a {type(value).__name__}")
     return value
+
+
+NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)   # a damaged .npz
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a .npz, read now (no pickles), so that damage past its first member shows: one of
+    NPZ_ERRORS when the file is missing, truncated or not a zip."""
+    with np.load(path, allow_pickle=False) as f:
+        return {key: f[key] for key in f.files}
 
 
 def cpu_state(state: dict) -> dict:

@@ -14,8 +14,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,7 +25,7 @@ import torch
 
 from ..core.conv import map_shapes
 from ..core.data import IMAGE_SHAPES, Dataset
-from ..core.files import atomic_write
+from ..core.files import NPZ_ERRORS, atomic_write, read_npz
 from ..core.pretrain_config import conv_specs
 from ..core.train import device_label, resolve_device
 from ..core.version import __version__
@@ -286,9 +284,8 @@ def _samples_fingerprint(run: RunDir) -> str | None:
 
     Every member is read, so that a file damaged past its first member is found too."""
     try:
-        with np.load(run.root / "samples.npz", allow_pickle=False) as samples:
-            arrays = {key: samples[key] for key in samples.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        arrays = read_npz(run.root / "samples.npz")
+    except NPZ_ERRORS:
         return None
     return str(arrays["data_fingerprint"]) if "data_fingerprint" in arrays else None
 

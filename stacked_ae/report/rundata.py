@@ -6,18 +6,15 @@ become None and a note in `run.notes`. Only `results.csv` is required.
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ..core.files import read_json_object
+from ..core.files import NPZ_ERRORS, read_json_object, read_npz
 
 METRICS = {"classification": "test_error", "reconstruction": "test_sse"}
 RESULT_COLUMNS = ("task", "seed", "budget", "arm", "status", "message", "test_error", "test_sse", "subset_hash")
@@ -213,9 +210,8 @@ class RunData:
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as f:
-                return {key: f[key] for key in f.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            return read_npz(path)
+        except NPZ_ERRORS as err:
             raise ValueError(f"{path}: not a readable samples file ({type(err).__name__}: {err}); the same "
                              f"`sae run` command redraws it from the data, reusing every finished stage") from None
 
