@@ -2,6 +2,7 @@
 
     from stacked_ae import load_dataset, greedy_pretrain, PretrainConfig, fit_classifier, TrainConfig
 """
+from .core.conv import ConvAutoencoderLayer, ConvSpec
 from .core.data import DataFormatError, DataNotFoundError, Dataset, load_dataset
 from .core.layers import AutoencoderLayer
 from .core.model import CheckpointError, Classifier, DeepAutoencoder, StackedEncoder
@@ -19,7 +20,8 @@ from .core.train import (
 from .core.version import __version__
 
 __all__ = [
-    "AutoencoderLayer", "CheckpointError", "Classifier", "DataFormatError", "DataNotFoundError", "Dataset",
+    "AutoencoderLayer", "CheckpointError", "Classifier", "ConvAutoencoderLayer", "ConvSpec",
+    "DataFormatError", "DataNotFoundError", "Dataset",
     "DeepAutoencoder", "PretrainConfig", "StackedEncoder", "TrainConfig", "TrainingCheckpoint",
     "TrainingDiverged",
     "evaluate_classifier", "evaluate_reconstruction", "fit_autoencoder", "fit_classifier",

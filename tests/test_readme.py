@@ -36,3 +36,16 @@ def test_library_example_runs_as_printed_and_reaches_95_percent():
     assert done.returncode == 0, done.stderr[-2000:]
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", done.stdout).group(1))
     assert accuracy >= 0.95, done.stdout
+
+
+def test_every_name_the_library_section_lists_is_importable_from_stacked_ae():
+    """Each bullet of the Library section opens with names a user imports as `from stacked_ae import name`."""
+    import stacked_ae
+    section = re.search(r"## Library\n(.*?)\n## ", README, re.S).group(1)
+    names = set()
+    for bullet in re.findall(r"^- (`.*?)`:", section, re.M):                # a bullet's head, up to its colon
+        names |= set(re.findall(r"`(\w+)", bullet)) | set(re.findall(r"\b([A-Z]\w+)\(", bullet))
+    assert {"AutoencoderLayer", "greedy_pretrain", "StackedEncoder", "fit_classifier", "fit_autoencoder",
+            "ConvAutoencoderLayer", "ConvSpec", "PretrainConfig"} <= names
+    missing = sorted(name for name in names if not hasattr(stacked_ae, name))
+    assert not missing, f"README's Library section names {missing}, which `import stacked_ae` does not export"
