@@ -410,3 +410,27 @@ def test_run_summary_says_one_stage_and_one_seed_in_the_singular():
     results.attrs["stages"] = {"computed": 1, "reused": 0, "pretrain computed": 1, "pretrain reused": 0}
     text = summarize(from_dict({"seeds": [0]}), results, Path("run"), None)
     assert "this invocation: 1 stage computed, 0 reused; pretraining: 1 seed computed, 0 reused" in text, text
+
+
+def test_a_report_whose_tables_change_under_it_says_it_is_out_of_date(smoke_file, tmp_path, capsys):
+    """After `sae run --no-report` changes the tables, report.md and report.html open with a note naming the
+    command that renders them again, and `sae status` says so; `sae report` replaces both whole. A run that
+    changes no table leaves a current report as it is."""
+    out = tmp_path / "run"
+    common = ["run", str(smoke_file), "--out", str(out), "--quiet", "--device", "cpu", "--set", "seeds=[0]",
+              "--set", "data.budgets=[5]"]
+    assert main([*common, "--set", 'arms=["random"]']) == 0
+    rendered = (out / "report.md").read_bytes()
+    assert main([*common, "--set", 'arms=["random"]', "--no-report"]) == 0     # nothing new: tables unchanged
+    assert (out / "report.md").read_bytes() == rendered
+    assert main([*common, "--set", 'arms=["random", "logreg"]', "--no-report"]) == 0
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert md.startswith("> **Out of date.**") and f"sae report {out}" in md and md.endswith(rendered.decode())
+    assert '<body>\n<p class="out-of-date"><strong>Out of date.</strong>' in page
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    assert f"report.md is out of date (the tables changed after it was rendered): sae report {out}" in \
+        capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert not (out / "report.md").read_text().startswith("> **Out of date.**")
+    assert "out-of-date" not in (out / "report.html").read_text() and "logreg" in (out / "report.md").read_text()

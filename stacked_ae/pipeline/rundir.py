@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import html
 import io
 import json
 import logging
@@ -52,8 +53,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, frame.to_csv(index=False, lineterminator="\n").encode())
+def write_csv(path: Path, frame: pd.DataFrame) -> bool:
+    """Write `frame` to `path` atomically; True when the file's bytes changed (or it is new)."""
+    data = frame.to_csv(index=False, lineterminator="\n").encode()
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write(path, data)
+    return True
 
 
 def subset_hash(indices) -> str:
@@ -228,14 +237,55 @@ def write_tables(run: RunDir, arm_records: list[dict], pretrain_records: list[di
                               "on_grid_edge": "boolean"})
     if len(results):
         results = _order(results, arms, budgets)
-    write_csv(run.root / "results.csv", results)
+    changed = write_csv(run.root / "results.csv", results)
     history_frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     if len(history_frame):
         history_frame = _order(history_frame, arms, budgets)
-    write_csv(run.root / "history.csv", history_frame)
+    changed |= write_csv(run.root / "history.csv", history_frame)
     pretrain_frame = pd.DataFrame(pretrain, columns=PRETRAIN_COLUMNS)
-    write_csv(run.root / "pretrain.csv", pretrain_frame.sort_values(["seed", "layer", "epoch"], kind="stable"))
+    changed |= write_csv(run.root / "pretrain.csv",
+                         pretrain_frame.sort_values(["seed", "layer", "epoch"], kind="stable"))
+    if changed:
+        mark_report_out_of_date(run.root)
     return results
+
+
+# A report says what it was rendered from; once the tables change under it (a run resumed, stopped, or run with
+# --no-report), it says that it is out of date until it is rendered again, which replaces it whole.
+OUT_OF_DATE = "**Out of date.**"
+
+
+def out_of_date_note(root: Path) -> str:
+    return (f"The run in this folder has changed its tables (results.csv, history.csv, pretrain.csv) since this "
+            f"report was rendered: `sae report {root}` renders it again from the stages finished so far, and "
+            f"`sae run` does when it ends.")
+
+
+def report_is_out_of_date(root: Path) -> bool:
+    try:
+        with open(Path(root) / "report.md", encoding="utf-8") as f:
+            return f.readline().startswith(f"> {OUT_OF_DATE}")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def mark_report_out_of_date(root: Path) -> None:
+    """Put a note at the top of `root`'s report.md and report.html, where they exist and have none yet."""
+    root = Path(root)
+    if not (root / "report.md").is_file() or report_is_out_of_date(root):
+        return
+    note = out_of_date_note(root)
+    try:
+        md = (root / "report.md").read_text(encoding="utf-8")
+        atomic_write(root / "report.md", f"> {OUT_OF_DATE} {note}\n\n{md}".encode())
+        page = (root / "report.html").read_text(encoding="utf-8") if (root / "report.html").is_file() else ""
+        if "<body>\n" in page:
+            text = html.escape(note).replace("`", "")
+            page = page.replace("<body>\n", f'<body>\n<p class="out-of-date"><strong>Out of date.</strong> '
+                                             f'{text}</p>\n', 1)
+            atomic_write(root / "report.html", page.encode("utf-8"))
+    except (OSError, UnicodeDecodeError) as err:     # a report that cannot be read is not this run's to fix
+        log.warning("could not mark %s/report.md as out of date: %s", root, err)
 
 
 # ---------------------------------------------------------------- one run at a time
