@@ -55,7 +55,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
     left to draw them from, the first seed's pretraining is run again to write its encoder (see
     `restore_encoder`). While it runs, it holds the folder: another run of the same folder is refused with
     RunFolderBusy, naming the process (see `rundir.hold`)."""
-    device = resolve_device(device)
+    device = ray_driver_device(device, cfg.run.gpus_per_stage) if cfg.run.executor == "ray" else resolve_device(device)
     run = RunDir(Path(out_dir) if out_dir is not None else Path("runs") / cfg.name,
                  provenance={"stacked_ae_version": __version__, "git_commit": _git_commit(), "protocol": PROTOCOL,
                              "device": device_label(device)})
@@ -93,6 +93,25 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
     _write_finish(run, dataclasses.asdict(cfg.run), placement, *records)
     return results
 
+
+
+def ray_driver_device(device, gpus_per_stage: float) -> torch.device:
+    """On Ray a stage trains on a GPU exactly when it reserves one (`run.gpus_per_stage` > 0): a device asked for
+    that says otherwise is refused rather than silently overruled. Returns the driver's own device (the stages'
+    kind where this machine has it, else cpu), which Ray's stages do not use."""
+    asked = None if device is None or device == "auto" else str(device)
+    kind = asked.split(":")[0] if asked else None
+    if kind not in (None, "cpu", "cuda"):
+        raise ValueError(f"--device {asked}: stages on Ray train on cpu or, with --gpus-per-stage, on cuda")
+    if kind == "cuda" and not gpus_per_stage > 0:
+        raise ValueError(f"--device {asked} with --executor ray needs --gpus-per-stage (run.gpus_per_stage) > 0: a "
+                         f"Ray stage sees a GPU only when it reserves one; for example --gpus-per-stage 1")
+    if kind == "cpu" and gpus_per_stage > 0:
+        raise ValueError(f"--device cpu contradicts --gpus-per-stage (run.gpus_per_stage) = {gpus_per_stage:g}: "
+                         f"on Ray, stages that reserve a GPU train on it")
+    if gpus_per_stage > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def _restore_figure_encoder(ctx: RunContext) -> None:
