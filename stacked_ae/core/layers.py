@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import positive_int
+from .seeds import rand, randn
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "softplus")
 # A decoder's output: any unit (its loss: cross-entropy for sigmoid, squared error for the others), or
@@ -199,13 +200,13 @@ def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator
         return x
     if kind == "mask":
         # 1.0 = keep, 0.0 = drop, compared in place: no bool tensor to convert in the product.
-        keep = torch.rand(x.shape, generator=generator, device=x.device).ge_(level)
+        keep = rand(x.shape, generator, x.device).ge_(level)
         return x * keep
     if kind == "gaussian":
-        return x + level * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + level * randn(x.shape, generator, x.device, x.dtype)
     if kind == "salt_pepper":
-        u = torch.rand(x.shape, generator=generator, device=x.device)
-        salt = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
+        u = rand(x.shape, generator, x.device)
+        salt = rand(x.shape, generator, x.device) < 0.5
         return torch.where(u < level, salt.to(x.dtype), x)
     raise ValueError(f"corruption must be one of {', '.join(CORRUPTIONS)}; got {kind!r}")
 

@@ -21,7 +21,7 @@ from .data import check_X
 from .files import atomic_write
 from .layers import AutoencoderLayer, eval_batch_size, init_linear, loss_from_logits
 from .pretrain_config import PretrainConfig
-from .seeds import derive_seed
+from .seeds import derive_seed, generator_device, rand, stream
 from .version import __version__
 
 FORMAT = "stacked-ae/encoder"
@@ -317,19 +317,15 @@ class Classifier(nn.Module):
         if state is None:
             self._masks = None
             return
-        device = next(self.parameters()).device
-        if device.type == "mps":
-            return
-        self._masks = torch.Generator(device=device)
+        self._masks = torch.Generator(device=generator_device(next(self.parameters()).device))
         self._masks.set_state(state)
 
     def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         if p == 0.0:
             return x
-        if self._masks is None or self._masks.device != x.device:
-            self._masks = (torch.Generator(device=x.device).manual_seed(derive_seed(self._seed, "dropout"))
-                           if x.device.type != "mps" else None)   # mps has no device generators
-        keep = torch.rand(x.shape, generator=self._masks, device=x.device).ge_(p)
+        if self._masks is None or self._masks.device != generator_device(x.device):
+            self._masks = stream(derive_seed(self._seed, "dropout"), x.device)
+        keep = rand(x.shape, self._masks, x.device).ge_(p)
         return x * keep.mul_(1.0 / (1.0 - p))
 
     def extra_repr(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import torch
 
 ROLES = ("layer_init", "head_init", "corruption", "dropout", "batch_order", "labeled_subset", "val_subset",
          "baseline")
@@ -33,3 +34,32 @@ def _word(value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"seeds and stream keys must be integers, got {value!r}")
     return int(value) % 2**64   # SeedSequence takes non-negative integers; negative seeds map one to one
+
+
+def generator_device(device) -> torch.device:
+    """Where a stream for tensors on `device` lives: the device itself, or the CPU for MPS, which has no
+    seedable generator of its own (its draws are made on the CPU and moved, so they stay seeded and apart)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def stream(seed: int, device) -> torch.Generator:
+    """A torch generator seeded with `seed` (from `derive_seed`) for tensors on `device`."""
+    return torch.Generator(device=generator_device(device)).manual_seed(int(seed))
+
+
+def rand(shape, generator: torch.Generator | None, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`torch.rand` on `device` from `generator`, drawn where the generator lives when that is elsewhere."""
+    return _draw(torch.rand, shape, generator, device, dtype)
+
+
+def randn(shape, generator: torch.Generator | None, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`torch.randn` on `device` from `generator`, drawn where the generator lives when that is elsewhere."""
+    return _draw(torch.randn, shape, generator, device, dtype)
+
+
+def _draw(fn, shape, generator, device, dtype) -> torch.Tensor:
+    device = torch.device(device)
+    if generator is None or generator.device.type == device.type:
+        return fn(shape, generator=generator, device=device, dtype=dtype)
+    return fn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)

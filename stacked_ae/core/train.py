@@ -26,6 +26,7 @@ from .data import check_labels, check_X
 from .files import cpu_state, load_stamped, save_torch
 from .layers import activate, eval_batch_size, full_precision, loss_from_logits
 from .seeds import derive_seed
+from .seeds import stream as random_stream
 
 log = logging.getLogger(__name__)
 HEARTBEAT = "heartbeat"   # an epoch line's record attribute: (training run, its seconds so far), for logs to thin
@@ -407,8 +408,7 @@ def fit_autoencoder(model: nn.Module, X, cfg: TrainConfig = TrainConfig(), *, X_
     if X_val is not None:
         _check_targets(model, X_val, "X_val", stage)
     validate = None if X_val is None else (lambda: evaluate_reconstruction(model, X_val))
-    gen = (torch.Generator(device=device).manual_seed(derive_seed(_seed_of(seed), "corruption", *stream))
-           if device.type != "mps" else None)
+    gen = random_stream(derive_seed(_seed_of(seed), "corruption", *stream), device)
     return fit(model, X, None, cfg, loss_fn=_autoencoder_loss(gen), validate=validate,
                score_key=lambda row: (row["val_loss"],), seed=_seed_of(seed), stage=stage, progress=progress,
                stream=stream, generators=(gen,), checkpoint=checkpoint)

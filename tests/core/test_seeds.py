@@ -3,7 +3,9 @@ import itertools
 
 import pytest
 
-from stacked_ae.core.seeds import ROLES, derive_seed
+import torch
+
+from stacked_ae.core.seeds import ROLES, derive_seed, generator_device, rand, randn, stream
 
 
 def test_same_inputs_give_the_same_seed():
@@ -40,3 +42,23 @@ def test_trailing_zero_keys_and_wide_seeds_give_new_streams():
     assert len({derive_seed(5, "batch_order"), derive_seed(5, "batch_order", 0),
                 derive_seed(5, "batch_order", 0, 0)}) == 3
     assert derive_seed(2**32, "corruption") != derive_seed(0, "corruption", 1)
+
+
+@pytest.mark.parametrize("draw, direct", [(rand, torch.rand), (randn, torch.randn)])
+def test_draws_on_the_generators_own_device_are_torchs_own(draw, direct):
+    """Where the generator lives on the tensors' device (cpu, cuda), a draw is torch's, number for number."""
+    ours, theirs = stream(7, "cpu"), torch.Generator().manual_seed(7)
+    assert torch.equal(draw((3, 5), ours, torch.device("cpu")), direct((3, 5), generator=theirs))
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+@pytest.mark.parametrize("draw, direct", [(rand, torch.rand), (randn, torch.randn)])
+def test_draws_for_a_device_without_generators_are_made_on_the_cpu_and_moved(draw, direct):
+    """MPS has no seedable generator: its streams live on the CPU, so they stay seeded and independent. The
+    `meta` device stands in for it here (a tensor device the CPU generator is not on)."""
+    assert generator_device("mps") == torch.device("cpu") and stream(7, "mps").device == torch.device("cpu")
+    ours, theirs = stream(7, "cpu"), torch.Generator().manual_seed(7)
+    drawn = draw((3, 5), ours, torch.device("meta"), torch.float16)
+    assert drawn.device.type == "meta" and drawn.shape == (3, 5) and drawn.dtype == torch.float16
+    direct((3, 5), generator=theirs, dtype=torch.float16)
+    assert torch.equal(ours.get_state(), theirs.get_state())   # the stream advanced exactly as a CPU draw does
