@@ -136,8 +136,8 @@ def stage_task(cfg_dict: dict, data, stage: tuple, pretrained: dict | None, thre
     cfg, (kind, seed, budget, arm) = from_dict(cfg_dict), stage
     device = torch.device(device)
     data = _to(data, device)
-    run = MemoryRunDir(Path("/run"), {**provenance, "device": device_label(device)}, (pretrained or {}).get("files"),
-                       shared=Path(shared) if shared else None)
+    run = MemoryRunDir(Path("/run"), {**provenance, "device": device_label(device), "torch_threads": threads},
+                       (pretrained or {}).get("files"), shared=Path(shared) if shared else None)
     ctx = RunContext(cfg, data, run, device, False, {}, data_id)
     if pretrained and pretrained.get("encoder") is not None:
         ctx.stacks[seed] = StackedEncoder.from_bytes(pretrained["encoder"], map_location=device)
@@ -210,14 +210,17 @@ def worker_threads(workers: int, address: str) -> int:
     return 1 if address else max(1, (os.cpu_count() or 1) // max(workers, 1))
 
 
-def run_ray(ctx: RunContext, settings, progress: bool) -> dict[str, str]:
+def run_ray(ctx: RunContext, settings, progress: bool, threads: int | str | None = None) -> dict[str, str]:
     """Every stage as a Ray task; the driver writes each stage's files as it finishes. Returns the
-    placement of every computed stage (stage key -> node:pid)."""
+    placement of every computed stage (stage key -> node:pid). Each task trains with `threads` torch threads
+    when that is a number (`--threads N`), else with its worker's share of the cores (`worker_threads`)."""
     ray = _import_ray()
     workers = settings.workers or (os.cpu_count() or 1)
+    if not isinstance(threads, int):
+        threads = worker_threads(workers, settings.address)
     started = start_ray(ray, workers, settings.address)
     try:
-        return _submit_and_collect(ray, ctx, settings, worker_threads(workers, settings.address), progress)
+        return _submit_and_collect(ray, ctx, settings, threads, progress)
     finally:
         if started:
             ray.shutdown()

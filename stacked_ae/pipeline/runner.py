@@ -72,13 +72,14 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
     previous_threads = torch.get_num_threads()
     if device.type == "cpu" and threads is not None:
         torch.set_num_threads(threads if threads != "auto" else auto_threads(cfg))
+    run.provenance["torch_threads"] = torch.get_num_threads()   # in each stage record (Ray's tasks say their own)
     try:
         _write_start(run, cfg, data, device, data_id)    # records the threads this run trains with
         if (run.root / "results.csv").is_file():   # config.json is today's: so are the tables, if this run stops
             write_tables(run, *current_records(run, cfg, data_id), cfg.data.budgets, cfg.arms)
         ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
         if cfg.run.executor == "ray":
-            placement = run_ray(ctx, cfg.run, progress)
+            placement = run_ray(ctx, cfg.run, progress, threads)
         else:
             placement = run_local(ctx, progress)
         if figures_current is not None and not figures_current(run.root):

@@ -2,7 +2,6 @@
 import itertools
 
 import pytest
-
 import torch
 
 from stacked_ae.core.seeds import ROLES, derive_seed, generator_device, rand, randn, stream

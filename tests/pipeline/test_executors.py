@@ -5,6 +5,7 @@ Ray starts twice in this module (once on its own, once as a two-node cluster), s
 about a minute on 2 cores.
 """
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -345,3 +346,15 @@ def test_ctrl_c_or_sigterm_under_ray_exits_with_the_resume_hint(cluster, tmp_pat
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr, stderr
     assert not list(out.rglob(".*.tmp*")) and not (out / "results.csv").exists()
 
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores: one worker's share would be 1 thread anyway")
+def test_threads_given_to_a_ray_run_reach_its_tasks(local_run, tmp_path):
+    """`--threads 1` with one Ray worker on a machine of C >= 2 cores trains each stage on 1 thread, not the
+    worker's share of C, and every stage record says so; the numbers are the local 1-thread run's."""
+    out = tmp_path / "ray"
+    run(TINY, out, executor="ray", workers=1)                    # run() passes threads=1
+    records = [json.loads(p.read_text()) for p in (out / "stages").glob("*.json")]
+    assert records and {r["torch_threads"] for r in records} == {1}
+    assert {json.loads(p.read_text())["torch_threads"] for p in (local_run / "stages").glob("*.json")} == {1}
+    pd.testing.assert_frame_equal(results(out), results(local_run))
