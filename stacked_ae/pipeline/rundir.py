@@ -250,8 +250,8 @@ def write_tables(run: RunDir, arm_records: list[dict], pretrain_records: list[di
     return results
 
 
-# A report says what it was rendered from; once the tables change under it (a run resumed, stopped, or run with
-# --no-report), it says that it is out of date until it is rendered again, which replaces it whole.
+# Once the tables change under a rendered report (a run resumed with --no-report, stopped, or failed), the report
+# opens with a note that it is out of date, until it is rendered again, which replaces it whole.
 OUT_OF_DATE = "**Out of date.**"
 
 
