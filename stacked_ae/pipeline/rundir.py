@@ -272,11 +272,11 @@ def report_is_out_of_date(root: Path) -> bool:
 def mark_report_out_of_date(root: Path) -> None:
     """Put a note at the top of `root`'s report.md and report.html, where they exist and have none yet."""
     root = Path(root)
-    if not (root / "report.md").is_file() or report_is_out_of_date(root):
-        return
     note = out_of_date_note(root)
     try:
         md = (root / "report.md").read_text(encoding="utf-8")
+        if md.startswith(f"> {OUT_OF_DATE}"):
+            return
         atomic_write(root / "report.md", f"> {OUT_OF_DATE} {note}\n\n{md}".encode())
         page = (root / "report.html").read_text(encoding="utf-8") if (root / "report.html").is_file() else ""
         if "<body>\n" in page:
@@ -284,6 +284,8 @@ def mark_report_out_of_date(root: Path) -> None:
             page = page.replace("<body>\n", f'<body>\n<p class="out-of-date"><strong>Out of date.</strong> '
                                              f'{text}</p>\n', 1)
             atomic_write(root / "report.html", page.encode("utf-8"))
+    except FileNotFoundError:                         # no report yet: nothing to mark
+        return
     except (OSError, UnicodeDecodeError) as err:     # a report that cannot be read is not this run's to fix
         log.warning("could not mark %s/report.md as out of date: %s", root, err)
 
