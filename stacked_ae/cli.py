@@ -30,11 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("--version", action="version", version=f"sae (stacked-ae) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    # --debug also after the command (sae run FILE --debug); SUPPRESS keeps a subcommand's default from
+    # overwriting a --debug given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
-    run = sub.add_parser("run", help="run (or resume) a pipeline file")
+    run = sub.add_parser("run", parents=[common], help="run (or resume) a pipeline file")
     run.add_argument("file", help="pipeline file (TOML)")
     _add_overrides(run)
-    run.add_argument("--data-root", help="folder with the dataset files (else data.root or $STACKED_AE_DATA)")
+    run.add_argument("--data-root", help="folder with the dataset files (default: data.root, else $STACKED_AE_DATA)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                      help="where to train (default auto: cuda, then mps, then cpu)")
     run.add_argument("--precision", choices=["fp32", "bf16"],
@@ -44,58 +48,61 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="discard finished stages and start over")
     run.add_argument("--quiet", action="store_true", help="no progress output (bars on a terminal, log lines "
                      "otherwise)")
-    run.add_argument("--threads", default="auto", help="CPU threads: a number, or auto (1 for networks no "
-                     "wider than 256 units whose conv layers are small, under 2^18 multiply-adds an image; else one "
-                     "per core)")
+    run.add_argument("--threads", default="auto", help="CPU threads: a number, or auto (the default: 1 for networks "
+                     "no wider than 256 units whose conv layers are small, under 2^18 multiply-adds an image; else "
+                     "one per core)")
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
     run.add_argument("--executor", choices=["local", "ray"],
                      help="local: every stage in this process (the default); ray: stages as Ray tasks "
                           "(same as --set run.executor=...)")
     run.add_argument("--workers", type=int, help="ray: worker processes to start on this machine, each with its "
                      "share of the cores as torch threads (default: one per core)")
-    run.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                     help="ray: join this cluster (auto, or host:port; default $RAY_ADDRESS) instead of starting "
-                          "one here")
-    run.add_argument("--gpus-per-stage", type=float, help="ray: GPUs per stage; a fraction lets stages share one")
+    run.add_argument("--address", help="ray: join this cluster (auto, or host:port; default run.address, else "
+                     "$RAY_ADDRESS) instead of starting one here")
+    run.add_argument("--gpus-per-stage", type=float, help="ray: GPUs per stage; a fraction lets stages share one "
+                     "(default run.gpus_per_stage, 0: stages train on CPU)")
 
-    validate = sub.add_parser("validate", help="check pipeline files (settings, data, label budgets) without "
-                              "running them")
+    validate = sub.add_parser("validate", parents=[common], help="check pipeline files (settings, data, label "
+                              "budgets) without running them")
     validate.add_argument("files", nargs="+", metavar="file", help="pipeline files (TOML)")
     _add_overrides(validate)
-    validate.add_argument("--data-root", help="folder with the dataset files (else data.root or $STACKED_AE_DATA)")
+    validate.add_argument("--data-root", help="folder with the dataset files (default: data.root, else "
+                          "$STACKED_AE_DATA)")
 
-    report = sub.add_parser("report", help="render report.md/report.html from run folders")
+    report = sub.add_parser("report", parents=[common], help="render report.md/report.html from run folders")
     report.add_argument("run_dirs", nargs="+", metavar="run_dir", help="run folders (several: side by side)")
     report.add_argument("--out", help="folder for a side-by-side report of several runs (default: "
                         "comparison/ beside the first run)")
 
-    status = sub.add_parser("status", help="which stages of a run folder are finished, missing, failed or would "
-                            "rerun")
+    status = sub.add_parser("status", parents=[common], help="which stages of a run folder are finished, missing, "
+                            "failed or would rerun")
     status.add_argument("run_dir", help="run folder")
     status.add_argument("file", nargs="?", help="pipeline file to compare with (default: the run's config.json)")
     _add_overrides(status)
-    status.add_argument("--data-root", help="folder with the dataset files (else $STACKED_AE_DATA): read only when "
+    status.add_argument("--data-root", help="folder with the dataset files (default $STACKED_AE_DATA): read only when "
                         "the pipeline's [data] settings differ from the run's, to tell whether the data changed")
     status.add_argument("--json", action="store_true", help="print the stages as JSON, for scripts")
 
-    datasets = sub.add_parser("datasets", help="list the known datasets and where each is looked for")
-    datasets.add_argument("--data-root", help="folder with the dataset files (else $STACKED_AE_DATA)")
+    datasets = sub.add_parser("datasets", parents=[common], help="list the known datasets and where each is looked for")
+    datasets.add_argument("--data-root", help="folder with the dataset files (default $STACKED_AE_DATA)")
 
-    encode = sub.add_parser("encode", help="encode a data file with a saved encoder")
+    encode = sub.add_parser("encode", parents=[common], help="encode a data file with a saved encoder")
     encode.add_argument("--model", required=True, help="encoder file (StackedEncoder.save, runs/*/encoders/*.pt)")
     encode.add_argument("--input", required=True, help=".npy, .npz, .csv or .parquet: a table of rows, or images "
                         "(n, height, width) or (n, channels, height, width) in .npy/.npz")
     encode.add_argument("--output", required=True, help=".npy or .parquet")
     encode.add_argument("--batch-size", type=int, default=None,
                         help="rows encoded at a time (default: 8192, fewer for conv models with large maps)")
-    encode.add_argument("--label-column", default="label", help="column to drop from .csv/.parquet input")
-    encode.add_argument("--quiet", action="store_true", help="no progress bar")
+    encode.add_argument("--label-column", help="the label column of .csv/.parquet input, kept beside the codes "
+                        "in .parquet output and not encoded (default: a column named label, where there is one)")
+    encode.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a "
+                        "terminal)")
     return parser
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value by dotted key, e.g. --set pretrain.epochs=5")
+                        help="override a config value by dotted key, e.g. --set pretrain.epochs=5 (repeat for several)")
 
 
 def cmd_run(args) -> int:
@@ -104,6 +111,7 @@ def cmd_run(args) -> int:
     from .report.figures import record_is_current
     overrides = list(args.overrides)
     if args.precision:
+        _check_precision(args)
         overrides += [f"pretrain.precision={args.precision}", f"finetune.precision={args.precision}"]
     if args.workers is not None and args.workers < 0:   # checked here: the config's message would name --set
         raise ValueError(f"--workers must be a count >= 0 (0: one per core), got {args.workers}")
@@ -116,6 +124,9 @@ def cmd_run(args) -> int:
     if args.address:
         overrides.append(f'run.address="{args.address}"')
     cfg = load_config(args.file, overrides)
+    if cfg.run.executor == "ray" and not cfg.run.address and os.environ.get("RAY_ADDRESS"):
+        cfg = load_config(args.file, overrides + [f'run.address="{os.environ["RAY_ADDRESS"]}"'])
+    _check_ray_flags(args, cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     bars = not args.quiet and sys.stderr.isatty()    # a log file gets plain lines, not redrawn bars
     received: list[int] = []
@@ -134,6 +145,30 @@ def cmd_run(args) -> int:
         report_path = _render(out)
     print(summarize(cfg, results, out, report_path))
     return 0
+
+
+PRECISION_KEYS = ("pretrain.precision", "finetune.precision")
+
+
+def _check_precision(args) -> None:
+    """--precision P is --set pretrain.precision=P --set finetune.precision=P: refused beside a --set of either
+    key that says otherwise (which one would win is not obvious)."""
+    for override in args.overrides:
+        key, _, value = override.partition("=")
+        if key.strip() in PRECISION_KEYS and value.strip().strip("'\"") != args.precision:
+            raise ValueError(f"--precision {args.precision} contradicts --set {override}; give one of them")
+
+
+def _check_ray_flags(args, cfg) -> None:
+    """Flags that only Ray reads are refused under the local executor rather than silently ignored."""
+    if cfg.run.executor == "ray":
+        return
+    given = [flag for flag, value in (("--workers", args.workers), ("--gpus-per-stage", args.gpus_per_stage),
+                                      ("--address", args.address)) if value is not None]
+    if given:
+        raise ValueError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} the Ray executor "
+                         f"(--executor ray, or run.executor = \"ray\" in the pipeline file); this run's executor "
+                         f"is {cfg.run.executor}")
 
 
 @contextlib.contextmanager
@@ -263,17 +298,24 @@ def _plural(n: int, noun: str) -> str:
 
 def cmd_validate(args) -> int:
     """Check each file: its settings, then its data and label budgets where the data can be found."""
-    from .core.data import DataNotFoundError
+    from .core.data import KNOWN_DATASETS, DataNotFoundError
     from .pipeline.config import load_config
     from .pipeline.runner import check_data
+    if args.data_root is not None and not Path(args.data_root).is_dir():   # asked to look there: it must exist
+        raise FileNotFoundError(f"--data-root {args.data_root}: no such folder")
     failures = 0
     for file in args.files:
         try:
+            if Path(file).is_dir():
+                raise IsADirectoryError(f"{file}: is a folder; expected a pipeline file (TOML), e.g. "
+                                        f"{Path(file) / 'quickstart.toml'}")
             cfg = load_config(file, args.overrides)
             try:
                 data = check_data(cfg, args.data_root)
                 found = f"data found: {len(data.X_train):,} training images, budgets fit"
             except DataNotFoundError as err:
+                if cfg.data.dataset not in KNOWN_DATASETS:   # a file the pipeline names: the run would stop
+                    raise DataNotFoundError(f"{file}: data.dataset: {err}") from err
                 found = "data not checked: " + " ".join(str(err).split())
             except ValueError as err:   # the data's own errors name the data, not the pipeline file
                 if args.debug:
@@ -290,9 +332,19 @@ def cmd_validate(args) -> int:
     return EXIT_USAGE if failures else 0
 
 
+def _folder(path: str) -> Path:
+    """`path` as a run folder that exists: FileNotFoundError or NotADirectoryError naming it otherwise."""
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: is a file, not a run folder (the folder `sae run --out` wrote)")
+    return folder
+
+
 def cmd_report(args) -> int:
     from .report.render import render_report
-    dirs = [Path(d) for d in args.run_dirs]
+    dirs = [_folder(d) for d in args.run_dirs]
     for d in dirs:
         if not (d / "results.csv").is_file():
             raise FileNotFoundError(f"{d}: not a run folder (no results.csv); run `sae run` first")
@@ -306,9 +358,10 @@ def cmd_status(args) -> int:
 
     from .pipeline.config import load_config
     from .pipeline.status import count_states, describe_progress, read_run_config, stage_status
-    cfg = load_config(args.file, args.overrides) if args.file else read_run_config(Path(args.run_dir))
     if not args.file and args.overrides:
         raise ValueError("--set needs a pipeline file to apply to: sae status RUN_DIR PIPELINE --set KEY=VALUE")
+    cfg = load_config(args.file, args.overrides) if args.file else read_run_config(_folder(args.run_dir))
+    other_name = _run_name(_folder(args.run_dir)) if args.file else None
     from .pipeline.rundir import busy, holder, report_is_out_of_date
     from .pipeline.status import data_id_for
     data_id, data_note = data_id_for(cfg, Path(args.run_dir), args.data_root)
@@ -317,12 +370,16 @@ def cmd_status(args) -> int:
     running = busy(Path(args.run_dir))
     stale_report = report_is_out_of_date(Path(args.run_dir))
     if args.json:
-        print(json.dumps({"run_dir": args.run_dir, "running": running,
+        print(json.dumps({"run_dir": args.run_dir, "pipeline": cfg.name, "run_pipeline": other_name or cfg.name,
+                          "running": running,
                           "holder": holder(Path(args.run_dir)) if running else None,
                           "data": data_note, "report_out_of_date": stale_report, "counts": counts,
                           "stages": stages}, indent=2))
         return 0
     print(f"{args.run_dir}: {len(stages)} stages: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    if other_name not in (None, cfg.name):
+        print(f"  warning: the folder holds a run of pipeline {other_name!r} (its config.json), but {args.file} "
+              f"is pipeline {cfg.name!r}: stages are judged against {args.file}'s settings")
     if data_note:
         print(f"  data: {data_note}")
     if running:
@@ -335,6 +392,16 @@ def cmd_status(args) -> int:
             progress = f"; in progress: {describe_progress(stage['progress'])}" if "progress" in stage else ""
             print(f"  {stage['key']}: {words[stage['state']]}{progress}")
     return 0
+
+
+def _run_name(run_dir: Path) -> str | None:
+    """The pipeline name a run folder's config.json records (None where it has none, or none readable)."""
+    from .core.files import read_json_object
+    try:
+        name = read_json_object(run_dir / "config.json").get("name")
+    except (OSError, ValueError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def cmd_datasets(args) -> int:
@@ -357,8 +424,14 @@ def cmd_datasets(args) -> int:
 
 def cmd_encode(args) -> int:
     from .encode import encode_file
+    if args.batch_size is not None and args.batch_size < 1:   # checked here: encode_file's message names batch_size
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    suffix = Path(args.input).suffix.lower()
+    if args.label_column is not None and suffix not in (".csv", ".parquet") and not Path(args.input).is_dir():
+        raise ValueError(f"--label-column {args.label_column}: names a column of .csv or .parquet input; "
+                         f"{args.input} is a {suffix or 'suffix-less'} file, which has no columns")
     path = encode_file(args.model, args.input, args.output, batch_size=args.batch_size,
-                       label_column=args.label_column, progress=not args.quiet)
+                       label_column=args.label_column, progress=not args.quiet and sys.stderr.isatty())
     print(f"codes: {path}")
     return 0
 

@@ -496,6 +496,20 @@ CLI_CASES = [   # (id, argv built in tmp_path, the exception --debug re-raises, 
      ConfigError, r"p\.toml: data\.test_size=0\.0002 is 0 of 1797 examples once rounded"),
     ("validate-budget-beyond-the-data", lambda t: ["validate", _file(t, "p.toml", "[data]\nbudgets = [500]\n")],
      ConfigError, r"p\.toml: data\.budgets: 500 labels per class, but the smallest class"),
+    ("validate-missing-user-file", lambda t: ["validate", _file(t, "p.toml", TINY.format(dataset=t / "absent.csv"))],
+     DataNotFoundError, r"p\.toml: data\.dataset: .*absent\.csv: no such file$"),
+    ("validate-missing-data-root", lambda t: ["validate", _file(t, "p.toml", ""), "--data-root", str(t / "nope")],
+     FileNotFoundError, r"--data-root .*nope: no such folder$"),
+    ("validate-a-folder", lambda t: ["validate", str(t)], IsADirectoryError,
+     r"is a folder; expected a pipeline file \(TOML\), e\.g\. .*quickstart\.toml$"),
+    ("run-workers-without-ray", lambda t: _run(t, "digits", "--workers", "2"), ValueError,
+     r"--workers needs the Ray executor \(--executor ray, or run\.executor = \"ray\" in the pipeline file\); this "
+     r"run's executor is local$"),
+    ("run-gpus-and-address-without-ray", lambda t: _run(t, "digits", "--gpus-per-stage", "1", "--address", "auto"),
+     ValueError, r"--gpus-per-stage and --address need the Ray executor"),
+    ("run-precision-contradicts-set", lambda t: _run(t, "digits", "--precision", "bf16", "--set",
+                                                     "finetune.precision=fp32"), ValueError,
+     r"--precision bf16 contradicts --set finetune\.precision=fp32; give one of them$"),
     ("run-val-size-rounds-to-zero", lambda t: _run(t, "digits", "--set", "data.val_size=0.0001"), ConfigError,
      r"data\.val_size=0\.0001 is 0 of 1797 examples once rounded"),
     ("run-negative-workers", lambda t: _run(t, "digits", "--workers", "-1"), ValueError,
@@ -530,6 +544,31 @@ CLI_CASES = [   # (id, argv built in tmp_path, the exception --debug re-raises, 
      r"x\.npy: has 7 feature columns but the encoder expects 5"),
     ("encode-missing-checkpoint", lambda t: _encode(t, t / "absent.pt"), FileNotFoundError,
      r"absent\.pt: no such checkpoint file"),
+    ("encode-missing-label-column", lambda t: ["encode", "--model", str(_encoder(t)), "--input",
+                                               _csv(t, "a,b,c,d,e,y\n1,2,3,4,5,0\n"), "--output", str(t / "c.npy"),
+                                               "--label-column", "lab"], DataFormatError,
+     r"t\.csv: no column 'lab' \(the label column asked for\); the table's columns are 'a', 'b', 'c', 'd', 'e', "
+     r"'y'$"),
+    ("encode-label-column-of-npy", lambda t: [*_encode(t, _encoder(t)), "--label-column", "y"], ValueError,
+     r"--label-column y: names a column of \.csv or \.parquet input; .*x\.npy is a \.npy file, which has no "
+     r"columns$"),
+    ("encode-labels-read-as-features", lambda t: ["encode", "--model", str(_encoder(t)), "--input",
+                                                  _csv(t, "a,b,c,d,e,y\n1,2,3,4,5,0\n"), "--output",
+                                                  str(t / "c.npy")], ValueError,
+     r"t\.csv: has 6 feature columns but the encoder expects 5; if one column holds labels, name it "
+     r"\(label_column=\.\.\., sae encode --label-column NAME\)$"),
+    ("encode-zero-batch-size", lambda t: [*_encode(t, _encoder(t)), "--batch-size", "0"], ValueError,
+     r"error: --batch-size must be a positive integer, got 0$"),
+    ("encode-input-is-a-folder", lambda t: ["encode", "--model", str(_encoder(t)), "--input", str(t), "--output",
+                                            str(t / "c.npy")], IsADirectoryError,
+     r"is a folder; expected a data file \(\.npz, \.npy, \.csv, \.parquet\)$"),
+    ("status-no-such-folder", lambda t: ["status", str(t / "absent")], FileNotFoundError, r"absent: no such folder$"),
+    ("status-with-pipeline-no-such-folder",
+     lambda t: ["status", str(t / "absent"), _file(t, "p.toml", TINY.format(dataset="digits"))], FileNotFoundError,
+     r"absent: no such folder$"),
+    ("report-no-such-folder", lambda t: ["report", str(t / "absent")], FileNotFoundError, r"absent: no such folder$"),
+    ("report-a-file", lambda t: ["report", _file(t, "results.csv", "x\n")], NotADirectoryError,
+     r"results\.csv: is a file, not a run folder"),
     ("report-not-a-run-folder", lambda t: ["report", str(t)], FileNotFoundError,
      r"not a run folder \(no results\.csv\); run `sae run` first"),
     ("report-unreadable-results", lambda t: ["report", _results_folder(t, b"\xff\xfe\x00")], ValueError,
@@ -569,9 +608,12 @@ def test_cli_reports_bad_input_in_one_short_line_with_exit_2(tmp_path, capsys, a
                                                   if i in ("validate-unknown-key", "run-csv-with-nan",
                                                            "encode-crafted-pickle", "report-not-a-run-folder")])
 def test_cli_debug_raises_the_original_error(tmp_path, argv, error, message):
-    """With --debug the original exception propagates (Python prints its traceback) instead of the short line."""
+    """With --debug the original exception propagates (Python prints its traceback) instead of the short line,
+    whether --debug comes before the command or after it."""
     with pytest.raises(error, match=message):
         main(["--debug", *argv(tmp_path)])
+    with pytest.raises(error, match=message):
+        main([*argv(tmp_path), "--debug"])
 
 
 # ---------------------------------------------------------------- a cached encoder that does not fit the run

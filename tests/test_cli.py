@@ -434,3 +434,59 @@ def test_a_report_whose_tables_change_under_it_says_it_is_out_of_date(smoke_file
     assert main(["report", str(out)]) == 0
     assert not (out / "report.md").read_text().startswith("> **Out of date.**")
     assert "out-of-date" not in (out / "report.html").read_text() and "logreg" in (out / "report.md").read_text()
+
+
+def test_status_warns_when_the_pipeline_file_is_another_runs_and_keeps_its_data_note_on_one_line(
+        smoke_file, tmp_path, capsys, monkeypatch):
+    """`sae status RUN other.toml`: a warning names both pipelines; when other.toml's data cannot be read (MNIST
+    with no data root), the note that says so is one line, however many places the loader looked in."""
+    monkeypatch.delenv("STACKED_AE_DATA", raising=False)
+    out = tmp_path / "run"
+    assert main(["run", str(smoke_file), "--out", str(out), "--quiet", "--no-report", "--device", "cpu",
+                 "--set", "seeds=[0]"]) == 0
+    other = tmp_path / "other.toml"
+    other.write_text(SMOKE.replace('name = "smoke"', 'name = "other"').replace('"digits"', '"mnist"'))
+    capsys.readouterr()
+    assert main(["status", str(out), str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (f"  warning: the folder holds a run of pipeline 'smoke' (its config.json), but {other} is "
+                        f"pipeline 'other': stages are judged against {other}'s settings"), lines
+    assert lines[2].startswith("  data: data.dataset differs from the run's and the data could not be read to "
+                               "compare (mnist: the IDX files"), lines
+    assert lines[2].endswith("every stage is counted as one that would rerun (--data-root names the data folder)")
+    assert main(["status", str(out), str(smoke_file)]) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert main(["status", str(out), str(other), "--json"]) == 0
+    import json
+    assert json.loads(capsys.readouterr().out)["run_pipeline"] == "smoke"
+
+
+def test_encode_draws_no_progress_bar_into_a_log(tmp_path, capsys):
+    """Under pytest stderr is not a terminal: `sae encode` writes its codes and nothing to stderr (no bar)."""
+    import numpy as np
+
+    from stacked_ae import StackedEncoder
+    model = StackedEncoder.random(5, [3], seed=0).save(tmp_path / "e.pt")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((50, 5)))
+    assert main(["encode", "--model", str(model), "--input", str(tmp_path / "x.npy"), "--output",
+                 str(tmp_path / "c.npy"), "--batch-size", "7"]) == 0
+    assert capsys.readouterr().err == ""
+    assert np.load(tmp_path / "c.npy").shape == (50, 3)
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    """`sae CMD --help`: an option that takes a value and has a default names it ("default"); so does each
+    option whose default comes from elsewhere (the pipeline file, the environment)."""
+    import argparse
+
+    from stacked_ae.cli import build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = []
+    for name, command in commands.items():
+        for action in command._actions:
+            takes_value = action.nargs != 0 and action.option_strings and action.help != argparse.SUPPRESS
+            if takes_value and not action.required and action.choices is None and "default" not in action.help \
+                    and "repeat" not in action.help:
+                missing.append(f"sae {name} {action.option_strings[0]}")
+    assert not missing, missing

@@ -56,7 +56,8 @@ def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str
     try:
         data_id = dataset_fingerprint(cfg.data.load(data_root))
     except (OSError, ValueError) as err:
-        return "unread", (f"{what} and the data could not be read to compare ({err}); every stage is counted as "
+        reason = " ".join(str(err).split())   # one line: DataNotFoundError's message lists places line by line
+        return "unread", (f"{what} and the data could not be read to compare ({reason}); every stage is counted as "
                           f"one that would rerun (--data-root names the data folder)")
     if not recorded:   # the stage records still name the data they were made from, as `sae run` will see
         return data_id, f"{what}; the data were read and fingerprinted to judge the stages"
