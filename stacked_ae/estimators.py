@@ -7,6 +7,7 @@ Thin by design: parameters become the core configs, NumPy <-> torch happens only
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -64,11 +65,31 @@ def _build(config_cls, params: dict, prefix: str = ""):
         raise ValueError(prefix + str(err).removeprefix("pretrain.")) from None
 
 
+def _noise_of_corrupted_layers(corruption, noise):
+    """`noise` with 0 for the layers whose corruption is "none": the estimators' noise (default 0.2) is the level
+    of their corruption and goes unused without one, where the core refuses a noise that would do nothing."""
+    if isinstance(corruption, str):
+        return 0.0 if corruption == "none" else noise
+    if not isinstance(corruption, (list, tuple)) or "none" not in corruption:
+        return noise
+    levels = noise if isinstance(noise, (list, tuple)) else [noise] * len(corruption)
+    if len(levels) != len(corruption):
+        return noise    # refused by PretrainConfig, naming the list lengths
+    return [0.0 if c == "none" else level for c, level in zip(corruption, levels, strict=True)]
+
+
+def _is_fitted_attribute(name: str) -> bool:
+    """scikit-learn's convention: what fit sets ends with one underscore (n_features_in_, model_, ...)."""
+    return name.endswith("_") and not name.startswith("_")
+
+
 class _StackedAutoencoderBase(BaseEstimator):
     """Shared plumbing of the two estimators: configs from parameters, pretraining, validation."""
 
     def _pretrain_config(self) -> PretrainConfig:
-        return _build(PretrainConfig, {f.name: getattr(self, f.name) for f in fields(PretrainConfig)})
+        params = {f.name: getattr(self, f.name) for f in fields(PretrainConfig)}
+        params["noise"] = _noise_of_corrupted_layers(params["corruption"], params["noise"])
+        return _build(PretrainConfig, params)
 
     def _finetune_config(self, **extra) -> TrainConfig:
         params = {name: getattr(self, f"finetune_{name}") for name in TRAIN_FIELDS if name != "precision"}
@@ -111,6 +132,20 @@ class _StackedAutoencoderBase(BaseEstimator):
 
     def _n_layers(self) -> int:
         return len(self._conv().get("conv", ())) + len(check_sizes(self.sizes))
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """A fit that raises leaves the estimator as it was: validate_data sets n_features_in_ and
+        feature_names_in_ before training starts, so a failed refit would otherwise leave a fitted model
+        beside the new data's attributes, and it would refuse the data it was trained on."""
+        saved = {k: v for k, v in vars(self).items() if _is_fitted_attribute(k)}
+        try:
+            yield
+        except BaseException:
+            for key in [k for k in vars(self) if _is_fitted_attribute(k)]:
+                delattr(self, key)
+            vars(self).update(saved)
+            raise
 
     def _validate(self, X) -> torch.Tensor:
         check_is_fitted(self)
@@ -169,7 +204,8 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
         Input corruption of each layer in pretraining; active only when ``noise > 0``.
     noise : float in [0, 1) or list of float, default=0.2
         Corruption level: the fraction of inputs hit ("mask", "salt_pepper") or the
-        standard deviation ("gaussian"). 0.0 trains plain autoencoders.
+        standard deviation ("gaussian"). 0.0 trains plain autoencoders, as does
+        corruption="none", whatever the noise.
     tied : bool or list of bool, default=False
         Decoders use the transposed encoder weight instead of a weight of their own.
     sparsity : float or list of float, default=0.0
@@ -274,6 +310,10 @@ class StackedAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, Transformer
         y : None
             Ignored.
         """
+        with self._all_or_nothing():
+            return self._fit(X)
+
+    def _fit(self, X):
         check_output(self.output, self._n_layers())
         pretrain_cfg, finetune_cfg = self._checked_settings(finetune_optional=True)
         X = _to_tensor(validate_data(self, X, dtype=np.float32))
@@ -372,7 +412,7 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
     corruption : {"none", "mask", "gaussian", "salt_pepper"} or list, default="mask"
         Input corruption of each layer in pretraining; active only when ``noise > 0``.
     noise : float in [0, 1) or list of float, default=0.2
-        Corruption level; 0.0 trains plain autoencoders.
+        Corruption level; 0.0 (or corruption="none") trains plain autoencoders.
     tied : bool or list of bool, default=False
         Decoders use the transposed encoder weight in pretraining.
     sparsity : float or list of float, default=0.0
@@ -491,6 +531,10 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
         y : array-like of shape (n_samples,)
             Class labels of any type numpy can sort (ints, strings, ...).
         """
+        with self._all_or_nothing():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         _, finetune_cfg = self._checked_settings(patience=self.finetune_patience)   # before the data or attributes
         check_dropout("finetune_dropout", self.finetune_dropout)
         check_dropout("finetune_input_dropout", self.finetune_input_dropout)
@@ -513,7 +557,6 @@ class StackedAutoencoderClassifier(ClassifierMixin, _StackedAutoencoderBase):
                                    input_dropout=self.finetune_input_dropout)
         finetune_history = fit_classifier(model, X, y, finetune_cfg, X_val=X_val, y_val=y_val, seed=seed,
                                           stage="finetune classifier", progress=bool(self.verbose))
-        # the fitted attributes change together, once training has succeeded
         self.classes_, self.model_, self.encoder_ = classes, model, model.encoder
         self.history_ = {"pretrain": pretrain_history, "finetune": finetune_history}
         return self

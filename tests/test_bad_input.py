@@ -339,6 +339,53 @@ def test_encoding_an_array_with_inf_names_it():
         StackedEncoder.random(5, [3], seed=0).encode(X)
 
 
+def _checkpoint_with(tmp_path: Path, **meta) -> Path:
+    """A saved encoder whose metadata has `meta` written over it."""
+    path = _encoder(tmp_path)
+    blob = torch.load(path, weights_only=True)
+    blob["metadata"] = json.dumps({**json.loads(blob["metadata"]), **meta})
+    torch.save(blob, path)
+    return path
+
+
+X5 = np.random.default_rng(0).random((6, 5))
+
+API_CASES = [   # (id, a call that must raise, the exception, the message): the library's own arguments
+    ("noise-without-corruption", lambda t: stacked_ae.AutoencoderLayer(8, 4, noise=0.5), ValueError,
+     r"noise=0\.5 has no effect with corruption='none'; name the corruption it sets the level of \('mask', "),
+    ("conv-noise-without-corruption",
+     lambda t: stacked_ae.ConvAutoencoderLayer((1, 8, 8), stacked_ae.ConvSpec(4), noise=0.5), ValueError,
+     r"noise=0\.5 has no effect with corruption='none'"),
+    ("config-noise-without-corruption", lambda t: stacked_ae.PretrainConfig(corruption="none", noise=0.2),
+     ValueError, r'pretrain\.noise = 0\.2 has no effect with pretrain\.corruption = "none"'),
+    ("sparsity-nan", lambda t: stacked_ae.AutoencoderLayer(8, 4, sparsity=float("nan")), ValueError,
+     r"sparsity must be a finite number >= 0 \(the penalty's weight\), got nan"),
+    ("contractive-inf", lambda t: stacked_ae.AutoencoderLayer(8, 4, contractive=float("inf")), ValueError,
+     r"contractive must be a finite number >= 0 \(the penalty's weight\), got inf"),
+    ("config-contractive-nan", lambda t: stacked_ae.PretrainConfig(contractive=float("nan")), ValueError,
+     r"pretrain\.contractive must be a finite number >= 0, got nan"),
+    ("encode-depth-beyond-the-stack", lambda t: StackedEncoder.random(5, [4, 3]).encode(X5, depth=3),
+     ValueError, r"depth must be a number of layers in 0\.\.2 \(or None: all\), got 3"),
+    ("encode-depth-negative", lambda t: StackedEncoder.random(5, [4, 3]).encode(X5, depth=-1), ValueError,
+     r"depth must be a number of layers in 0\.\.2"),
+    ("encode-batch-size-zero", lambda t: StackedEncoder.random(5, [4]).encode(X5, batch_size=0), ValueError,
+     r"batch_size must be a positive integer, got 0"),
+    ("val-size-fraction-of-one", lambda t: load_dataset("digits", val_size=1.0), ValueError,
+     r"val_size=1\.0: a fraction must be below 1 and a count an integer \(write 1 for a count\)"),
+    ("test-size-fractional-count", lambda t: load_dataset("digits", test_size=2.7), ValueError,
+     r"test_size=2\.7: a fraction must be below 1 and a count an integer \(write 3 for a count\)"),
+    ("checkpoint-format-version-a-string", lambda t: StackedEncoder.load(_checkpoint_with(t, format_version="2")),
+     CheckpointError, r"encoder\.pt: checkpoint metadata's format_version must be an integer, got '2'"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [pytest.param(c, e, m, id=i) for i, c, e, m in API_CASES])
+def test_bad_library_arguments_raise_naming_the_argument(tmp_path, call, error, message):
+    """Arguments that would be ignored, switch a penalty off or be read as something else are refused."""
+    with pytest.raises(error, match=message):
+        call(tmp_path)
+
+
 # ---------------------------------------------------------------- untrusted files
 
 class _MakesMarker:

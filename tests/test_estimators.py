@@ -409,6 +409,41 @@ def test_a_refused_refit_leaves_the_fitted_classifier_as_it_was(digits):
         StackedAutoencoderTransformer().transform(X[:5])
 
 
+def test_a_refit_that_fails_on_its_data_leaves_either_estimator_as_it_was(digits):
+    """A refit whose data are refused after validate_data has read them (one class; a sigmoid decoder's targets
+    outside [0, 1]) keeps the first fit whole: n_features_in_ and feature names included, so the estimator still
+    takes the data it was fitted on and predicts as before."""
+    X, _, y, _ = digits
+    frame = pd.DataFrame(X[:200], columns=[f"p{j}" for j in range(64)])
+    clf = StackedAutoencoderClassifier(sizes=(8,), epochs=1, finetune_epochs=1, random_state=0).fit(frame, y[:200])
+    before = clf.predict_proba(frame.iloc[:20])
+    with pytest.raises(ValueError, match="a classifier needs at least 2 classes"):
+        clf.fit(X[:200, :10], np.zeros(200))
+    assert clf.n_features_in_ == 64 and list(clf.feature_names_in_) == list(frame.columns)
+    np.testing.assert_array_equal(clf.predict_proba(frame.iloc[:20]), before)
+
+    sae = StackedAutoencoderTransformer(sizes=(8,), epochs=1, random_state=0).fit(X[:200])
+    codes = sae.transform(X[:20])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sae.set_params(output_activation="sigmoid").fit(X[:200, :10] * 5)
+    assert sae.n_features_in_ == 64
+    np.testing.assert_array_equal(sae.transform(X[:20]), codes)
+
+
+def test_corruption_none_trains_plain_autoencoders_whatever_the_noise(digits):
+    """noise is the level of the corruption: with corruption="none" the default noise (0.2) goes unused, per layer
+    too, and the fit is the one of noise=0."""
+    X = digits[0][:300]
+    plain = StackedAutoencoderTransformer(sizes=(8, 4), epochs=2, corruption="none", noise=0.0, random_state=0)
+    for corruption, noise in (("none", 0.2), (["none", "none"], 0.2), (["none", "none"], [0.3, 0.1])):
+        sae = StackedAutoencoderTransformer(sizes=(8, 4), epochs=2, corruption=corruption, noise=noise,
+                                            random_state=0)
+        np.testing.assert_array_equal(sae.fit_transform(X), plain.fit_transform(X))
+    masked = StackedAutoencoderTransformer(sizes=(8, 4), epochs=2, corruption=["mask", "none"], noise=0.2,
+                                           random_state=0).fit_transform(X)
+    assert not np.array_equal(masked, plain.fit_transform(X)), "the masked layer trained without its noise"
+
+
 def test_output_is_checked_where_it_is_read(digits):
     """get_feature_names_out checks `output` as transform does; inverse_transform names the width it takes when
     given what output="all" gives; a float32 validation_fraction is a float in (0, 1)."""

@@ -343,8 +343,11 @@ def _split_indices(n: int, n_val: int, n_test: int, seed: int) -> tuple[np.ndarr
 
 def _count(size: float | int, n: int, key: str) -> int:
     """A split size given as a fraction of n or as a count."""
-    if not is_real(size) or size < 0:
+    if not is_real(size) or not size >= 0:    # `not >=`: NaN too
         raise SplitSizeError(f"{key} must be a fraction in [0, 1) or a count, got {size!r}")
+    if not is_int(size) and size >= 1:   # 1.0 would read as one example, 2.7 as two
+        raise SplitSizeError(f"{key}={size!r}: a fraction must be below 1 and a count an integer (write "
+                             f"{int(size) if float(size).is_integer() else round(size)} for a count)")
     count = int(round(size * n)) if not is_int(size) and size < 1 else int(size)
     if count >= n:
         raise SplitSizeError(f"{key}={size!r} leaves no training data out of {n} examples")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import positive_int
+from .checks import is_real, positive_int
 from .seeds import rand, randn
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "softplus")
@@ -218,8 +218,12 @@ def check_layer_settings(activation: str, output_activation: str, corruption: st
     _check_choice(corruption, CORRUPTIONS, "corruption")
     if not 0.0 <= noise < 1.0:
         raise ValueError(f"noise must be in [0, 1), got {noise}")
-    if sparsity < 0 or contractive < 0:
-        raise ValueError(f"sparsity and contractive weights must be >= 0, got {sparsity}, {contractive}")
+    if noise > 0 and corruption == "none":
+        raise ValueError(f"noise={noise} has no effect with corruption='none'; name the corruption it sets the "
+                         f"level of ({', '.join(repr(c) for c in CORRUPTIONS if c != 'none')}), or leave noise at 0")
+    for name, weight in (("sparsity", sparsity), ("contractive", contractive)):
+        if not (is_real(weight) and math.isfinite(weight) and weight >= 0):   # NaN would switch the penalty off
+            raise ValueError(f"{name} must be a finite number >= 0 (the penalty's weight), got {weight!r}")
     if sparsity > 0 and activation != "sigmoid":
         raise ValueError(f"the sparsity penalty needs sigmoid units (mean activation in (0, 1)); "
                          f"got activation={activation!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checks import is_int, is_real
+from .checks import is_int, is_real, positive_int
 from .conv import ConvAutoencoderLayer, ConvSpec
 from .data import check_X
 from .files import atomic_write
@@ -92,15 +92,19 @@ class StackedEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, X, batch_size: int | None = None, depth: int | None = None) -> torch.Tensor:
-        """Codes of X (array or tensor) after `depth` layers (default: all), in eval mode, in batches of
-        `batch_size` examples (default: eval_batch_size)."""
+        """Codes of X (array or tensor) after `depth` layers (default: all; 0: X as checked), in eval mode, in
+        batches of `batch_size` examples (default: eval_batch_size)."""
+        if depth is not None and not (is_int(depth) and 0 <= depth <= len(self.layers)):   # 0: the input itself
+            raise ValueError(f"depth must be a number of layers in 0..{len(self.layers)} (or None: all), got "
+                             f"{depth!r}")
         device = next(self.parameters()).device
-        batch_size = eval_batch_size(self, device) if batch_size is None else batch_size
+        batch_size = eval_batch_size(self, device) if batch_size is None else positive_int("batch_size", batch_size)
         X = check_X(X, "X", n_features=self.n_in)
+        dtype = next(self.parameters()).dtype   # a stack made .double() or .bfloat16() reads its own dtype
         was_training = self.training
         self.eval()
         try:
-            return torch.cat([self(X[s:s + batch_size].to(device), depth).cpu()
+            return torch.cat([self(X[s:s + batch_size].to(device, dtype), depth).cpu()
                               for s in range(0, len(X), batch_size)])
         finally:
             self.train(was_training)
@@ -164,7 +168,11 @@ class StackedEncoder(nn.Module):
         except (TypeError, ValueError):
             raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not a stacked-ae encoder checkpoint (format {meta.get('format')!r})")
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise CheckpointError(f"{path}: not a stacked-ae encoder checkpoint (format {found!r})")
+        if not is_int(meta.get("format_version", 0)):
+            raise CheckpointError(f"{path}: checkpoint metadata's format_version must be an integer, got "
+                                  f"{meta['format_version']!r}")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {meta['format_version']} is newer than "
                                   f"this stacked-ae understands ({FORMAT_VERSION}); upgrade stacked-ae")
@@ -178,7 +186,10 @@ class StackedEncoder(nn.Module):
             raise CheckpointError(f"{path}: weights do not match the architecture in its metadata "
                                   f"({meta['n_in']}-{'-'.join(map(str, meta['sizes']))}): "
                                   f"{str(err).splitlines()[0]}") from None
-        return encoder.to(map_location).eval()
+        # torch.load placed the tensors; a device (or its name) also places the modules, other forms
+        # (a dict of devices, a function) are torch.load's alone
+        placed = encoder.to(map_location) if isinstance(map_location, (str, torch.device)) else encoder
+        return placed.eval()
 
 
 def _kind(layer) -> str:
@@ -256,8 +267,9 @@ class Classifier(nn.Module):
     from the `head_init` and `dropout` streams of `seed`, so a seed gives the same training run and
     the global RNG is untouched.
 
-    With `freeze`, the encoder is a fixed feature map: it runs without gradients and in eval mode,
-    and its parameters are left as the caller made them (a later unfrozen classifier still trains it).
+    With `freeze`, the encoder is a fixed feature map: it runs without gradients, and its modules
+    are left as the caller made them, parameters and train/eval mode alike (a later unfrozen
+    classifier still trains it; an encoder's forward pass is the same in either mode).
     """
 
     def __init__(self, encoder: StackedEncoder, n_classes: int, *, seed: int = 0, freeze: bool = False,
@@ -285,9 +297,10 @@ class Classifier(nn.Module):
         return self.head.out_features
 
     def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()   # a frozen encoder is a fixed feature map
+        if not self.frozen:
+            return super().train(mode)
+        self.training = mode    # the head's mode only: the caller's encoder keeps its own
+        self.head.train(mode)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

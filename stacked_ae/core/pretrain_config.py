@@ -104,12 +104,16 @@ class PretrainConfig:
         noise = self.value("noise", k)
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise < 1.0:
             raise ValueError(f"pretrain.noise must be in [0, 1), got {noise!r}")
+        if noise > 0 and self.value("corruption", k) == "none":
+            raise ValueError(f"pretrain.noise = {noise!r} has no effect with pretrain.corruption = \"none\"; name "
+                             f"the corruption it sets the level of (mask, gaussian or salt_pepper), or leave noise "
+                             f"at 0")
         if not isinstance(self.value("tied", k), bool):
             raise ValueError(f"pretrain.tied must be true or false, got {self.value('tied', k)!r}")
         for name in ("sparsity", "contractive"):
             v = self.value(name, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"pretrain.{name} must be a number >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"pretrain.{name} must be a finite number >= 0, got {v!r}")
         target = self.value("sparsity_target", k)
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
             raise ValueError(f"pretrain.sparsity_target must be in (0, 1), got {target!r}")

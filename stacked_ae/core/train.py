@@ -212,7 +212,8 @@ def _classifier_loss(model, xb, yb):
 def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int | None = None) -> dict:
     """Mean reconstruction loss (the training loss, per element, clean input) and squared error
     summed over features, averaged over examples; one forward pass per batch (`batch_size` examples;
-    default: eval_batch_size)."""
+    default: eval_batch_size). X: a tensor on the model's device, or any array (checked and moved there)."""
+    X, _ = _on_model_device(model, X)
     model.eval()
     batch_size = eval_batch_size(model, X.device) if batch_size is None else batch_size
     loss, sse = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
@@ -226,7 +227,9 @@ def evaluate_reconstruction(model: nn.Module, X: torch.Tensor, batch_size: int |
 
 @torch.inference_mode()
 def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict:
-    """Mean cross-entropy, error rate and accuracy (batches of `batch_size`; default: eval_batch_size)."""
+    """Mean cross-entropy, error rate and accuracy (batches of `batch_size`; default: eval_batch_size). X and y:
+    tensors on the model's device, or any arrays (checked and moved there)."""
+    X, y = _on_model_device(model, X, y)
     model.eval()
     batch_size = eval_batch_size(model, X.device) if batch_size is None else batch_size
     loss, wrong = torch.zeros((), device=X.device), torch.zeros((), device=X.device)
@@ -239,8 +242,20 @@ def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batc
     return {"loss": (loss / len(X)).item(), "error": error, "accuracy": 1.0 - error}
 
 
+def _on_model_device(model: nn.Module, X, y=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Tensors pass as they are (the training loops' own, already checked and placed); arrays given by a caller
+    are checked as fit_* checks them and moved to the model's device."""
+    device = next(model.parameters()).device
+    if not isinstance(X, torch.Tensor):
+        X = check_X(X, "X", n_features=_n_in(model)).to(device)
+    if y is not None and not isinstance(y, torch.Tensor):
+        y = check_labels(y, getattr(model, "n_classes", None), "y", n=len(X)).to(device)
+    return X, y
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    X, _ = _on_model_device(model, X)
     model.eval()
     batch_size = eval_batch_size(model, X.device) if batch_size is None else batch_size
     return torch.cat([model(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]) if len(X) else \

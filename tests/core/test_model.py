@@ -90,9 +90,11 @@ def test_frozen_classifier_trains_only_its_head(pretrained, low_rank):
 
 def test_freezing_leaves_the_callers_encoder_trainable(pretrained, low_rank):
     """A frozen classifier changes nothing on the caller's stack: afterwards every parameter still requires
-    gradients, and a later unfrozen classifier trains every encoder weight."""
+    gradients and every module is in the mode it was, and a later unfrozen classifier trains every encoder weight."""
     stack, weights = pretrained
+    stack.train()
     fit_classifier(stack.classifier(3, seed=0, freeze=True), low_rank.X, low_rank.y, TrainConfig(epochs=1, lr=1e-2))
+    assert all(m.training for m in stack.modules()), "the caller's stack was left in eval mode"
     frozen_flags = [name for name, p in stack.named_parameters() if not p.requires_grad]
     assert not frozen_flags, f"the caller's parameters were frozen: {frozen_flags}"
     fit_classifier(stack.classifier(3, seed=0), low_rank.X, low_rank.y, TrainConfig(epochs=2, lr=1e-2))
@@ -256,3 +258,24 @@ def test_encoder_bytes_round_trip_and_a_failed_save_leaves_no_temp_file(tmp_path
     with pytest.raises(OSError, match="No space"):
         encoder.save(tmp_path / "enc.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stack_in_another_dtype_encodes_in_its_own(low_rank):
+    """A stack made .double() reads float64 from any input (check_X gives float32), with the float32 stack's codes
+    to float32 precision; bfloat16 runs too."""
+    stack = StackedEncoder.random(20, [12, 6], seed=0)
+    codes = stack.encode(low_rank.X)
+    double = stack.double().encode(low_rank.X.numpy())
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double.float(), codes)
+    assert stack.bfloat16().encode(low_rank.X).dtype == torch.bfloat16
+
+
+def test_load_takes_torch_loads_other_map_locations(tmp_path):
+    """map_location as a dict of devices (torch.load's other form) loads the same weights."""
+    stack = StackedEncoder.random(5, [3], seed=0)
+    path = stack.save(tmp_path / "e.pt")
+    loaded = StackedEncoder.load(path, map_location={"cpu": "cpu"})
+    weights = loaded.state_dict()
+    assert weights.keys() == stack.state_dict().keys()
+    assert all(torch.equal(t, weights[name]) for name, t in stack.state_dict().items())

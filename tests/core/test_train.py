@@ -457,3 +457,16 @@ def test_checkpoint_saves_are_spaced_by_every_s(digits, tmp_path, epoch_killer):
     assert saved == [3, 6]
     with pytest.raises(ValueError, match="every_s must be a number >= 0"):
         TrainingCheckpoint(tmp_path / "x.pt", every_s=-1)
+
+
+def test_evaluation_takes_arrays_as_fitting_does(digits):
+    """evaluate_classifier and evaluate_reconstruction take NumPy arrays and lists as fit_* do (checked, moved to
+    the model's device) and give the numbers of the tensors; the model's own mode is its business afterwards."""
+    clf = StackedEncoder.random(64, [16], seed=0).classifier(10, seed=0)
+    X, y = digits.X_test, digits.y_test
+    assert evaluate_classifier(clf, X.numpy(), y.numpy()) == evaluate_classifier(clf, X, y)
+    assert evaluate_classifier(clf, X.numpy(), y.tolist())["error"] == evaluate_classifier(clf, X, y)["error"]
+    ae = StackedEncoder.random(64, [16], seed=0).unroll()
+    assert evaluate_reconstruction(ae, X.numpy()) == evaluate_reconstruction(ae, X)
+    with pytest.raises(ValueError, match="X has 10 features, expected 64"):
+        evaluate_classifier(clf, X.numpy()[:, :10], y.numpy())
