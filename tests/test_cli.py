@@ -490,3 +490,12 @@ def test_every_option_with_a_default_says_it_in_its_help():
                     and "repeat" not in action.help:
                 missing.append(f"sae {name} {action.option_strings[0]}")
     assert not missing, missing
+
+
+def test_a_pipeline_file_with_a_byte_order_mark_reads_as_without(smoke_file, tmp_path, capsys):
+    """Editors that save UTF-8 with a byte-order mark: the file validates as the same file without it."""
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + smoke_file.read_bytes())
+    assert main(["validate", str(bom)]) == 0
+    from stacked_ae.pipeline.config import load_config
+    assert load_config(bom).to_dict() == load_config(smoke_file).to_dict()

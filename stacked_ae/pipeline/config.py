@@ -198,6 +198,10 @@ class FinetuneSection:
         if isinstance(self.extend, bool) or not isinstance(self.extend, int) or self.extend < 0:
             raise ConfigError(f"finetune.extend must be an integer >= 0 (0: the grid as given), got {self.extend!r}")
         for name in ("lr", "probe_lr"):
+            grid = getattr(self, name) or ()
+            if len(set(grid)) != len(grid):   # a rate twice would be trained once and recorded twice
+                raise ConfigError(f"finetune.{name} has duplicates: {list(grid)}")
+        for name in ("lr", "probe_lr"):
             try:   # the library's checks, their messages prefixed with the section
                 check_dropout("dropout", self.dropout)
                 check_dropout("input_dropout", self.input_dropout)
@@ -477,7 +481,7 @@ def load_config(path, overrides: list[str] = ()) -> PipelineConfig:
     """Read a pipeline file, apply `key=value` overrides (dotted keys), validate, freeze."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # -sig: editors that save a byte-order mark
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such pipeline file") from None
     except (OSError, UnicodeDecodeError) as err:
