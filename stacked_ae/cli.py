@@ -360,19 +360,20 @@ def cmd_status(args) -> int:
     from .pipeline.status import count_states, describe_progress, read_run_config, stage_status
     if not args.file and args.overrides:
         raise ValueError("--set needs a pipeline file to apply to: sae status RUN_DIR PIPELINE --set KEY=VALUE")
-    cfg = load_config(args.file, args.overrides) if args.file else read_run_config(_folder(args.run_dir))
-    other_name = _run_name(_folder(args.run_dir)) if args.file else None
+    run_dir = _folder(args.run_dir)
+    cfg = load_config(args.file, args.overrides) if args.file else read_run_config(run_dir)
+    other_name = _run_name(run_dir) if args.file else None
     from .pipeline.rundir import busy, holder, report_is_out_of_date
     from .pipeline.status import data_id_for
-    data_id, data_note = data_id_for(cfg, Path(args.run_dir), args.data_root)
-    stages = stage_status(cfg, Path(args.run_dir), data_id)
+    data_id, data_note = data_id_for(cfg, run_dir, args.data_root)
+    stages = stage_status(cfg, run_dir, data_id)
     counts = count_states(stages)
-    running = busy(Path(args.run_dir))
-    stale_report = report_is_out_of_date(Path(args.run_dir))
+    running = busy(run_dir)
+    stale_report = report_is_out_of_date(run_dir)
     if args.json:
         print(json.dumps({"run_dir": args.run_dir, "pipeline": cfg.name, "run_pipeline": other_name or cfg.name,
                           "running": running,
-                          "holder": holder(Path(args.run_dir)) if running else None,
+                          "holder": holder(run_dir) if running else None,
                           "data": data_note, "report_out_of_date": stale_report, "counts": counts,
                           "stages": stages}, indent=2))
         return 0
@@ -383,7 +384,7 @@ def cmd_status(args) -> int:
     if data_note:
         print(f"  data: {data_note}")
     if running:
-        print(f"  running now: {holder(Path(args.run_dir)) or 'a process holds the folder'}")
+        print(f"  running now: {holder(run_dir) or 'a process holds the folder'}")
     if stale_report:
         print(f"  report.md is out of date (the tables changed after it was rendered): sae report {args.run_dir}")
     words = {"stale": "would rerun (settings, data or code changed)", "missing": "not run yet", "failed": "failed"}
