@@ -391,7 +391,7 @@ def cmd_status(args) -> int:
     for stage in stages:
         if stage["state"] != "finished":
             progress = f"; in progress: {describe_progress(stage['progress'])}" if "progress" in stage else ""
-            print(f"  {stage['key']}: {words[stage['state']]}{progress}")
+            print(f"  {stage['key']}: {stage.get('reason') or words[stage['state']]}{progress}")
     return 0
 
 

@@ -251,6 +251,31 @@ def test_status_lists_finished_missing_and_stale_stages(smoke_file, tmp_path, ca
     assert stale == {"pretrained", "random", "frozen"}
 
 
+def test_status_counts_a_pretraining_whose_encoder_is_gone_as_sae_run_treats_it(smoke_file, tmp_path, capsys):
+    """A finished pretraining whose encoders/seedS.pt was deleted (reference runs ship without checkpoints): while
+    every arm is finished nothing retrains it and status says finished; once an arm that starts from it must
+    train, `sae run` trains it again, and status counts it as a stage that would rerun, saying why."""
+    import json
+    out = tmp_path / "run"
+    assert main(["run", str(smoke_file), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 0
+    (out / "encoders" / "seed0.pt").unlink()
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["stale"] == 0
+
+    edit = ["--set", "finetune.epochs=3"]
+    assert main(["status", str(out), str(smoke_file), *edit, "--json"]) == 0
+    pretraining = {s["key"]: s for s in json.loads(capsys.readouterr().out)["stages"] if s["arm"] is None}
+    assert {k: s["state"] for k, s in pretraining.items()} == {"pretrain_seed0": "stale", "pretrain_seed1": "finished"}
+    assert pretraining["pretrain_seed0"]["reason"].startswith(
+        "would rerun: its encoder file encoders/seed0.pt is gone, and arm_seed0_budget"), pretraining
+    assert main(["status", str(out), str(smoke_file), *edit]) == 0
+    assert "  pretrain_seed0: would rerun: its encoder file encoders/seed0.pt is gone" in capsys.readouterr().out
+
+    assert main(["run", str(smoke_file), "--out", str(out), *edit, "--no-report", "--device", "cpu"]) == 0
+    assert "pretraining: 1 seed computed, 1 reused" in capsys.readouterr().out   # as status said: seed 0 only
+
+
 def test_damaged_run_folder_files_are_named_by_status_and_report(smoke_file, tmp_path, capsys):
     """A run folder edited by hand: `sae status` names a config.json that is not a JSON object, counts a stage
     record that is a list as stale (not a crash), and `sae report` renders with a note naming each damaged file."""
@@ -398,6 +423,34 @@ def test_status_reads_the_data_when_the_pipeline_changes_what_they_are(smoke_fil
                        "stage would rerun"
     assert main(["status", str(out), str(smoke_file)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"{out}: 22 stages: 22 finished, 0 failed, 0 stale, 0 missing"
+
+
+def test_status_reads_a_user_data_file_on_every_look(tmp_path, capsys):
+    """A user's data file edited in place, the [data] settings unchanged: `sae run` reruns every stage, and so
+    `sae status` reads the file and counts every stage as one that would rerun, saying why; before the edit it
+    reads the same data and says nothing about them."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    np.savez(tmp_path / "mine.npz", X=X / 16, y=y)
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(SMOKE.replace('dataset = "digits"', 'dataset = "mine.npz"').replace("[0, 1]", "[0]"))
+    out = tmp_path / "run"
+    assert main(["run", str(pipeline), "--out", str(out), "--quiet", "--no-report", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), str(pipeline)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{out}: 11 stages: 11 finished, 0 failed, 0 stale, 0 missing"]
+
+    X[0, 10] = 0 if X[0, 10] else 8          # one pixel of one image
+    np.savez(tmp_path / "mine.npz", X=X / 16, y=y)
+    for args in ([str(out), str(pipeline)], [str(out)]):     # judged by the pipeline file, or by the run's config
+        assert main(["status", *args]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[:2] == [f"{out}: 11 stages: 0 finished, 0 failed, 11 stale, 0 missing",
+                             f"  data: the contents of {tmp_path / 'mine.npz'} changed since the run used it: "
+                             f"every stage would rerun"], lines
+    assert main(["run", str(pipeline), "--out", str(out), "--no-report", "--device", "cpu"]) == 0
+    assert "this invocation: 10 stages computed, 0 reused; pretraining: 1 seed computed" in capsys.readouterr().out
 
 
 def test_run_summary_says_one_stage_and_one_seed_in_the_singular():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from ..core.train import (
     fit_classifier,
     predict_logits,
 )
-from .config import PipelineConfig
+from .config import ModelConfig, PipelineConfig, PretrainSection, per_layer_keys
 from .rundir import RunDir, arm_key, budget_label, fingerprint, json_bytes, npy_bytes, pretrain_key
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     if seed in ctx.stacks:
         return ctx.stacks[seed]
     key, stamp = pretrain_key(seed), pretrain_fingerprint(ctx.cfg, seed, ctx.data_id)
-    record = ctx.run.load_stage(key, stamp)
+    record = load_pretrain_record(ctx.run, ctx.cfg, seed, ctx.data_id)
     path = ctx.run.encoder_path(seed)
     if record is not None and (record["status"] != "ok" or path.is_file()):
         if record["status"] != "ok":
@@ -154,6 +155,7 @@ def pretrain_stage(ctx: RunContext, seed: int) -> StackedEncoder:
     try:
         stack, histories = _greedy(ctx, seed, keep=(key, stamp))
     except TrainingDiverged as err:
+        ctx.counts["pretrain computed"] += 1   # computed, and failed: not one this invocation reused
         ctx.run.clear_points(key)
         ctx.run.save_stage(key, {"seed": seed, "status": "failed", "message": f"pretraining, seed {seed}: {err}",
                                  "wall_seconds": time.perf_counter() - start}, stamp)
@@ -186,7 +188,7 @@ def restore_encoder(ctx: RunContext, seed: int) -> bool:
     are large, and reference reports do not keep them): pretraining is deterministic for a seed, so it gives
     the weights the arms started from (bit for bit on the same machine and threads). The stage record is kept
     as it is. Returns whether it wrote the file."""
-    record = ctx.run.load_stage(pretrain_key(seed), pretrain_fingerprint(ctx.cfg, seed, ctx.data_id))
+    record = load_pretrain_record(ctx.run, ctx.cfg, seed, ctx.data_id)
     path = ctx.run.encoder_path(seed)
     if record is None or record.get("status") != "ok" or path.is_file():
         return False
@@ -212,24 +214,58 @@ def _decoders(cfg: PipelineConfig) -> dict:
     return {"auto_decoders": "mirror"} if cfg.pretrain_config().mirrors_unbounded_codes(n_layers) else {}
 
 
-def pretrain_fingerprint(cfg: PipelineConfig, seed: int, data_id: str) -> str:
-    """What pretraining depends on: the data (its content), the model, [pretrain] and the seed."""
+def _settings(cfg: PipelineConfig, legacy: bool = False) -> dict:
+    """`cfg.to_dict()` as the fingerprints read it: a per-layer list whose values are all equal is that value (one
+    for every layer), so `pretrain.noise = [0.1, 0.1, 0.1]` and `pretrain.noise = 0.1` are one setting and one
+    stage. With `legacy`, the lists as given: how records were stamped before this (stacked-ae 0.2.0). A record
+    stamped that way is still found (see `load_pretrain_record`, `load_arm_record`): nothing finished is recomputed."""
     settings = cfg.to_dict()
+    if legacy:
+        return settings
+    for name, keys in (("model", per_layer_keys(ModelConfig)), ("pretrain", per_layer_keys(PretrainSection))):
+        section = settings[name]
+        for key in keys & section.keys():
+            values = section[key]
+            if isinstance(values, list) and values and all(type(v) is type(values[0]) and v == values[0]
+                                                           for v in values):
+                section[key] = values[0]
+    return settings
+
+
+def pretrain_fingerprint(cfg: PipelineConfig, seed: int, data_id: str, legacy: bool = False) -> str:
+    """What pretraining depends on: the data (its content), the model, [pretrain] and the seed."""
+    settings = _settings(cfg, legacy)
     return fingerprint({"protocol": PROTOCOL, "data": data_id, "model": settings["model"],
                         "pretrain": settings["pretrain"], "seed": seed, **_decoders(cfg)})
 
 
-def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None) -> str:
+def load_pretrain_record(run: RunDir, cfg: PipelineConfig, seed: int, data_id: str) -> dict | None:
+    """The record of a seed's pretraining finished under today's settings, or None. A record stamped as an
+    earlier version hashed the same settings (`_settings(legacy=True)`) counts, and is left as it is: its bytes
+    are among the sources of the report's kept figures."""
+    key = pretrain_key(seed)
+    return (run.load_stage(key, pretrain_fingerprint(cfg, seed, data_id))
+            or run.load_stage(key, pretrain_fingerprint(cfg, seed, data_id, legacy=True)))
+
+
+def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None,
+                    legacy: bool = False) -> str:
     """What an arm depends on, and nothing more: a [pretrain] edit leaves the baselines and a [finetune]
     edit leaves pretraining alone. The random arm starts from pretraining's initial weights, so it
     depends on the [pretrain] settings that shape them (INIT_FIELDS) but not on how pretraining trains.
-    With `lr`: what one learning rate of a network arm's grid depends on (the grid replaced by it)."""
-    return fingerprint(arm_depends(cfg, seed, budget, arm, data_id, lr))
+    With `lr`: what one learning rate of a network arm's grid depends on (the grid replaced by it).
+    With `legacy`: as records were stamped before `_settings` normalised the settings."""
+    return fingerprint(arm_depends(cfg, seed, budget, arm, data_id, lr, legacy))
 
 
-def arm_depends(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None) -> dict:
+# What the frozen arm's fingerprint sees of [finetune]'s dropout: a linear probe on fixed codes uses none.
+PROBE_IGNORES = {"dropout": 0.0, "input_dropout": 0.0}
+
+
+def arm_depends(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None,
+                legacy: bool = False) -> dict:
     """The settings `arm_fingerprint` hashes."""
-    settings = cfg.to_dict()
+    settings = _settings(cfg, legacy)
     depends = {"protocol": PROTOCOL, "data": data_id, "task": cfg.task, "seed": seed, "budget": budget, "arm": arm}
     if cfg.task == "classification":
         depends["val_per_class"] = settings["data"]["val_per_class"]
@@ -245,6 +281,8 @@ def arm_depends(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, 
     probe = finetune.pop("probe_lr", None)    # the frozen arm's own grid, where given, stands in for lr
     if arm == "frozen" and probe:
         finetune["lr"] = probe
+    if arm == "frozen" and not legacy:   # the defaults, so that a probe of a run without dropout keeps its stamp
+        finetune.update(PROBE_IGNORES)
     if lr is not None:   # one rate's training does not depend on how far the grid may grow
         finetune.pop("extend", None)
         finetune.update(lr=[lr], point=True)
@@ -265,8 +303,9 @@ def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: st
     kept), so later runs and checks find it directly."""
     key = arm_key(seed, budget, arm)
     stamp = arm_fingerprint(cfg, seed, budget, arm, data_id)
-    record = run.load_stage(key, stamp)
-    if record is not None or arm in SKLEARN_ARMS:
+    record = run.load_stage(key, stamp) or run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, data_id,
+                                                                                  legacy=True))
+    if record is not None or arm in SKLEARN_ARMS:   # a legacy stamp is left as it is (see load_pretrain_record)
         return record
     record = run.read_stage(key)
     if record is None or not _equivalent(record, cfg, seed, budget, arm, data_id):
@@ -289,8 +328,9 @@ def _equivalent(record: dict, cfg: PipelineConfig, seed: int, budget, arm: str, 
     - both at once."""
     variants = [(cfg, False)] + [(dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, extend=lower)),
                                   True) for lower in range(cfg.finetune.extend)]
-    for variant, without_extend in variants:   # without_extend: made under a lower limit (0: none)
-        depends = arm_depends(variant, seed, budget, arm, data_id)
+    for (variant, without_extend), legacy in itertools.product(variants, (False, True)):
+        # without_extend: made under a lower limit (0: none); legacy: stamped before the settings were normalised
+        depends = arm_depends(variant, seed, budget, arm, data_id, legacy=legacy)
         if fingerprint(depends) == record.get("fingerprint"):
             cap = cfg.finetune.epochs
         else:

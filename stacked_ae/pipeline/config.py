@@ -155,6 +155,12 @@ PerLayerStr = str | tuple[str, ...]
 PerLayerBool = bool | tuple[bool, ...]
 
 
+def per_layer_keys(cls) -> frozenset[str]:
+    """The keys of a section that take one value for every layer or a list of one per layer."""
+    return frozenset(k for k, hint in _hints(cls).items()
+                     if hint in (PerLayerFloat, PerLayerInt, PerLayerStr, PerLayerBool))
+
+
 @dataclass(frozen=True)
 class PretrainSection:
     epochs: PerLayerInt = 10           # passes over the training images, per layer
@@ -525,20 +531,33 @@ def apply_override(raw: dict, override: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {override!r} must look like key=value, e.g. pretrain.epochs=5")
+    *parents, leaf = key.split(".")
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = text.strip()
-    *parents, leaf = key.split(".")
+    if not isinstance(value, (str, list, dict)) and _text_key(parents, leaf):
+        value = text.strip()   # name=2024 is the name "2024": a text setting takes the text as given
+    if parents and parents[0] not in SECTIONS and parents[0] != "reference":
+        raise ConfigError(f"override {key!r}: unknown section {parents[0]!r}; "
+                          f"known: {', '.join([*SECTIONS, 'reference'])}")
     table = raw
-    for i, part in enumerate(parents):
-        if part not in SECTIONS and part != "reference":
-            raise ConfigError(f"override {key!r}: unknown section {'.'.join(parents[:i + 1])!r}; "
-                              f"known: {', '.join([*SECTIONS, 'reference'])}")
+    for part in parents:     # [reference] nests tables of its own: reference.test_error.pretrained = 1.2
         table = table.setdefault(part, {})
         if not isinstance(table, dict):
             raise ConfigError(f"override {key!r}: {part!r} is not a table")
+        if not isinstance(table, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a table")
     table[leaf] = value
+
+
+def _text_key(parents: list[str], leaf: str) -> bool:
+    """Whether a dotted key names a setting that holds text only (a name, a path, a column): a number or a
+    boolean given for it on the command line is that text."""
+    if len(parents) > 1 or (parents and parents[0] not in SECTIONS):
+        return False
+    hint = _hints(SECTIONS[parents[0]] if parents else PipelineConfig).get(leaf)
+    return hint in (str, str | None)
 
 
 def dumps_toml(cfg: PipelineConfig) -> str:

@@ -27,7 +27,7 @@ import torch
 from ..core.files import atomic_write
 from ..core.model import StackedEncoder
 from ..core.train import TrainingDiverged, device_label
-from .arms import NEEDS_PRETRAINING, RunContext, load_arm_record, pretrain_fingerprint, pretrain_stage
+from .arms import NEEDS_PRETRAINING, RunContext, load_arm_record, load_pretrain_record, pretrain_stage
 from .config import from_dict
 from .rundir import RunDir, arm_key, budget_label, pretrain_key
 from .stages import run_stage
@@ -58,8 +58,7 @@ def current_records(run: RunDir, cfg, data_id: str) -> tuple[list[dict], list[di
     budgets or arms no longer configured) or made under other settings are left out, not deleted."""
     arms = [load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
             for seed, budget, arm in arm_stages(cfg)]
-    pretrain = [run.load_stage(pretrain_key(seed), pretrain_fingerprint(cfg, seed, data_id))
-                for seed in pretrained_seeds(cfg)]
+    pretrain = [load_pretrain_record(run, cfg, seed, data_id) for seed in pretrained_seeds(cfg)]
     return [r for r in arms if r is not None], [r for r in pretrain if r is not None]
 
 
@@ -270,7 +269,7 @@ def kept_progress(cfg, run_root: Path, data_id: str):
 def _cached_pretraining(run: RunDir, cfg, seed: int, data_id: str) -> dict | None:
     """A finished pretraining as a task would return it (its record and encoder), or None to compute it."""
     key = pretrain_key(seed)
-    record = run.load_stage(key, pretrain_fingerprint(cfg, seed, data_id))
+    record = load_pretrain_record(run, cfg, seed, data_id)
     path = run.encoder_path(seed)
     if record is None or (record.get("status") == "ok" and not path.is_file()):
         return None

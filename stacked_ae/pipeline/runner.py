@@ -73,9 +73,11 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
     if device.type == "cpu" and threads is not None:
         torch.set_num_threads(threads if threads != "auto" else auto_threads(cfg))
     run.provenance["torch_threads"] = torch.get_num_threads()   # in each stage record (Ray's tasks say their own)
+    started = finished = False
     try:
         _write_start(run, cfg, data, device, data_id)    # records the threads this run trains with
-        if (run.root / "results.csv").is_file():   # config.json is today's: so are the tables, if this run stops
+        started = True
+        if (run.root / "results.csv").is_file():   # config.json is today's: so are the tables, if this run is killed
             write_tables(run, *current_records(run, cfg, data_id), cfg.data.budgets, cfg.arms)
         ctx = RunContext(cfg, _to_device(data, device), run, device, progress, {}, data_id)
         if cfg.run.executor == "ray":
@@ -84,8 +86,11 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
             placement = run_local(ctx, progress)
         if figures_current is not None and not figures_current(run.root):
             _restore_figure_encoder(ctx)
+        finished = True
     finally:   # the caller's thread setting is theirs: restore it, also after an error or Ctrl-C
         torch.set_num_threads(previous_threads)
+        if started and not finished:
+            _write_tables_of_a_stopped_run(run, cfg, data_id)
     records = current_records(run, cfg, data_id)
     results = write_tables(run, *records, cfg.data.budgets, cfg.arms)
     ctx.counts["pretrain reused"] = len(pretrained_seeds(cfg)) - ctx.counts["pretrain computed"]
@@ -94,6 +99,16 @@ def _run_held(run: RunDir, cfg: PipelineConfig, data, device, force: bool, progr
     _write_finish(run, dataclasses.asdict(cfg.run), placement, *records)
     return results
 
+
+
+def _write_tables_of_a_stopped_run(run: RunDir, cfg: PipelineConfig, data_id: str) -> None:
+    """A run stopped by Ctrl-C, SIGTERM or an error keeps its finished stages; the tables list them too, so that
+    `sae report` on the folder shows what is finished (and names what is not) rather than an earlier invocation's
+    tables or none. Best effort: a failure here is logged and never hides why the run stopped."""
+    try:
+        write_tables(run, *current_records(run, cfg, data_id), cfg.data.budgets, cfg.arms)
+    except Exception as error:   # the run's own exception is the one to raise
+        log.warning("could not write the tables of the stopped run in %s: %s", run.root, error)
 
 
 def ray_driver_device(device, gpus_per_stage: float) -> torch.device:

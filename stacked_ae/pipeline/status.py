@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ..core.data import KNOWN_DATASETS
 from ..core.files import load_stamped, read_json_object
 from .arms import (
     NEEDS_PRETRAINING,
@@ -48,17 +49,22 @@ def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str
     before = run.read_json("config.json").get("data") or {}
     now = cfg.to_dict()["data"]
     changed = [f"data.{k}" for k in DATA_KEYS if k in before and before[k] != now[k]]
-    if not changed and recorded:
+    user_file = cfg.data.dataset not in KNOWN_DATASETS   # its contents can change under the same name
+    if not changed and recorded and not user_file:
         return recorded, None
     from .rundir import dataset_fingerprint
     what = (f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from the run's" if changed else
-            "manifest.json records no data fingerprint (missing or damaged)")
+            "manifest.json records no data fingerprint (missing or damaged)" if not recorded else
+            f"{cfg.data.dataset} is read on every look (a file's contents may change)")
     try:
         data_id = dataset_fingerprint(cfg.data.load(data_root))
     except (OSError, ValueError) as err:
         reason = " ".join(str(err).split())   # one line: DataNotFoundError's message lists places line by line
         return "unread", (f"{what} and the data could not be read to compare ({reason}); every stage is counted as "
                           f"one that would rerun (--data-root names the data folder)")
+    if not changed and recorded:   # a user file under unchanged settings: a note only when its contents changed
+        return data_id, None if data_id == recorded else (
+            f"the contents of {cfg.data.dataset} changed since the run used it: every stage would rerun")
     if not recorded:   # the stage records still name the data they were made from, as `sae run` will see
         return data_id, f"{what}; the data were read and fingerprinted to judge the stages"
     same = "the same data" if data_id == recorded else "other data: every stage would rerun"
@@ -79,22 +85,25 @@ def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None)
     when the pipeline's [data] settings differ from the run's).
     A stage not finished but with progress kept under today's settings has `progress`: {"unit": "learning
     rates" or "layers", "done": n, "of": N, "training": None or {"lr" or "layer": ..., "epoch": e,
-    "epochs": E}}."""
+    "epochs": E}}. A stage counted stale for another reason than its record says why in `reason`."""
     run = RunDir(Path(run_dir))
     if data_id is None:
         data_id = _recorded_data_id(run)
     stages = []
     for seed in cfg.seeds:
+        pretraining = None
         if any(arm in NEEDS_PRETRAINING for arm in cfg.arms):
             key, stamp = pretrain_key(seed), pretrain_fingerprint(cfg, seed, data_id)
-            stages.append(_state(run, key, stamp, seed=seed, budget=None, arm=None))
+            stamps = (stamp, pretrain_fingerprint(cfg, seed, data_id, legacy=True))   # see load_pretrain_record
+            stages.append(pretraining := _state(run, key, stamps, seed=seed, budget=None, arm=None))
             if stages[-1]["state"] in ("missing", "stale"):
                 _add(stages[-1], _layers_kept(run, key, stamp, cfg))
+        first_arm = len(stages)
         for budget in cfg.data.budgets:
             for arm in cfg.arms:
                 key = arm_key(seed, budget, arm)
-                stages.append(_state(run, key, arm_fingerprint(cfg, seed, budget, arm, data_id),
-                                     seed=seed, budget=budget_label(budget), arm=arm))
+                stamps = tuple(arm_fingerprint(cfg, seed, budget, arm, data_id, legacy=old) for old in (False, True))
+                stages.append(_state(run, key, stamps, seed=seed, budget=budget_label(budget), arm=arm))
                 if stages[-1]["state"] == "stale":   # a record today's settings would reproduce (a higher extend
                     #                                        or epoch cap that it did not reach) counts as finished
                     record = load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
@@ -105,7 +114,23 @@ def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None)
                                                  extension_rates(cfg.finetune.grid(arm), cfg.finetune.extend),
                                                  lambda lr, s=seed, b=budget, a=arm:
                                                  arm_fingerprint(cfg, s, b, a, data_id, lr)))
+        if pretraining is not None:
+            _encoder_gone(run, seed, pretraining, stages[first_arm:])
     return stages
+
+
+def _encoder_gone(run: RunDir, seed: int, pretraining: dict, arms: list[dict]) -> None:
+    """A finished pretraining whose encoder file is gone (reference runs ship without checkpoints) is trained
+    again by `sae run` as soon as an arm that starts from it has to train: count it as one that would rerun then,
+    with the reason, as `arms.pretrain_stage` decides."""
+    if pretraining["state"] != "finished" or run.encoder_path(seed).is_file():
+        return
+    waiting = [a["key"] for a in arms if a["arm"] in NEEDS_PRETRAINING and a["state"] in ("missing", "stale")]
+    if waiting:
+        more = f" and {len(waiting) - 1} more" if len(waiting) > 1 else ""
+        pretraining["state"] = "stale"
+        pretraining["reason"] = (f"would rerun: its encoder file {run.encoder_path(seed).relative_to(run.root)} is "
+                                 f"gone, and {waiting[0]}{more} start(s) from it")
 
 
 def _add(stage: dict, progress: dict | None) -> None:
@@ -201,12 +226,13 @@ def _describe_score(score: dict) -> str:
     return f"{score['score'].replace('_', ' ')} {score['value']:.4g} at epoch {score['best_epoch']}"
 
 
-def _state(run: RunDir, key: str, stamp: str, **where) -> dict:
+def _state(run: RunDir, key: str, stamps: tuple[str, ...], **where) -> dict:
+    """The stage's state; its record is today's if stamped with one of `stamps` (today's, the legacy form)."""
     path = run.stage_path(key)
     if not path.is_file():
         return {"key": key, **where, "state": "missing"}
     record = run.read_stage(key)   # None: damaged or not a record (a list, a number): the stage is redone
-    if record is None or record.get("fingerprint") != stamp:
+    if record is None or record.get("fingerprint") not in stamps:
         return {"key": key, **where, "state": "stale"}
     return {"key": key, **where, "state": "failed" if _failed(record) else "finished"}
 

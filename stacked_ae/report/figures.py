@@ -180,15 +180,27 @@ def _kept(run: RunData, fig_dir: Path) -> list[Drawn] | None:
     now = _sources(run.path, seed)
     changed = sorted(name for name in set(sources) | set(now) if sources.get(name) != now.get(name))
     missing = [d.path for d in drawn if d.path and not (fig_dir.parent / d.path).is_file()]
-    if changed or missing:
+    unlisted = _unlisted(run, seed, sources)
+    if changed or missing or unlisted:
         why = (f"{', '.join(f'`{c}`' for c in changed)} changed since they were drawn" if changed
-               else f"{', '.join(f'`{m}`' for m in missing)} missing")
+               else f"{', '.join(f'`{m}`' for m in missing)} missing" if missing
+               else f"the tables no longer list the stage(s) they were drawn from, {', '.join(unlisted)}: a run "
+                    f"under other settings has not finished them yet")
         return [Drawn("Autoencoder figures", None,
                       f"the figures drawn earlier are out of date ({why}), and no `encoders/seed{{S}}.pt` or "
                       f"`models/seed{{S}}_budgetall_pretrained.pt` checkpoint is here to draw them again.")]
     return [d if d.path is None else
             Drawn(d.title, d.path, f"{d.text} (Drawn when the run's checkpoints were present; the files they "
                                    f"came from are unchanged.)") for d in drawn]
+
+
+def _unlisted(run: RunData, seed: int, sources: dict) -> list[str]:
+    """The stages behind kept figures (the seed's pretraining, and its fine-tuned network at all labels where its
+    record was there) that today's tables do not list as finished. Their records on disk are unchanged while a
+    rerun under new settings has not yet replaced them, so the hashes alone would call the figures current."""
+    listed = {pretrain_stage_key(seed): _pretrained(run, seed),
+              arm_stage_key(seed, "all", "pretrained"): _tuned(run, seed)}
+    return sorted(f"`{key}`" for key, ok in listed.items() if f"stages/{key}.json" in sources and not ok)
 
 
 def _draw_autoencoder(run: RunData, fig_dir: Path, seed: int, main: Path, stack_path: Path | None,

@@ -68,6 +68,11 @@ def summary_blocks(run: RunData) -> list[Block]:
                          + ", ".join(f"{a} {100 * s.mean:.1f}%" for a, s in knn.items()) + ")")
         lines.append(f"**{_budget_words(run, b)}:** " + "; ".join(parts) + ".")
     notes = []
+    if run.manifest.get("started") and not run.manifest.get("finished"):
+        expected = len(run.seeds) * len(run.budgets) * len(run.arms)
+        notes.append(Para(f"**Unfinished run:** its last `sae run` stopped before the end (or is still running); "
+                          f"{len(run.results)} of {expected} seed × budget × arm results are in (see **Missing or "
+                          f"failed**). Run the same command again to resume: finished stages are reused."))
     if len(run.seeds) == 1:
         notes.append(Para("One seed: no confidence intervals and no tests; the numbers are single runs."))
     if optimistic(run):

@@ -136,6 +136,22 @@ def test_overrides_are_converted_to_the_field_type(tmp_path):
     assert cfg.pretrain.lr == 1.0 and isinstance(cfg.pretrain.lr, float)
 
 
+def test_overrides_of_text_settings_and_nested_reference_tables(tmp_path):
+    """A text setting takes what follows '=' as text even where it reads as a number or a boolean (a pipeline
+    named 2024, a label column named 7), and [reference]'s own nested tables take dotted overrides."""
+    path = write(tmp_path, '[reference]\nsource = "a paper"\n[reference.test_error]\nrandom = 1.5\n')
+    cfg = load_config(path, ["name=2024", "data.label_column=7", "run.address=true",
+                             "reference.test_error.pretrained=1.2", "reference.note.year=2006"])
+    assert (cfg.name, cfg.data.label_column, cfg.run.address) == ("2024", "7", "true")
+    assert cfg.reference == {"source": "a paper", "test_error": {"random": 1.5, "pretrained": 1.2},
+                             "note": {"year": 2006}}
+    assert load_config(path, ["run.shared_folder=false"]).run.shared_folder is False   # text or boolean: TOML
+    with pytest.raises(ConfigError, match=r"override 'reference.source.x': 'source' is not a table"):
+        load_config(path, ["reference.source.x=1"])
+    with pytest.raises(ConfigError, match=r"unknown key 'data.foo'"):
+        load_config(path, ["data.foo.bar=1"])
+
+
 def test_bad_override_names_the_key(tmp_path):
     """An override of the wrong type, an unknown section or without '=' is a ConfigError."""
     path = write(tmp_path, "")

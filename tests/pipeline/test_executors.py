@@ -344,7 +344,10 @@ def test_ctrl_c_or_sigterm_under_ray_exits_with_the_resume_hint(cluster, tmp_pat
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr, stderr
-    assert not list(out.rglob(".*.tmp*")) and not (out / "results.csv").exists()
+    assert not list(out.rglob(".*.tmp*"))
+    finished = {p.stem for p in out.glob("stages/arm_*.json")}   # the tables list what finished, for `sae report`
+    listed = pd.read_csv(out / "results.csv", dtype={"budget": str})
+    assert {f"arm_seed{r.seed}_budget{r.budget}_{r.arm}" for r in listed.itertuples()} == finished
 
 
 

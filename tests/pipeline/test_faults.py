@@ -77,8 +77,15 @@ def assert_clean_stop(result: subprocess.CompletedProcess, run_dir: Path, code: 
         json.loads(path.read_text())
     leftovers = [p.name for p in run_dir.rglob(".*.tmp*")]
     assert not leftovers, f"temp files left behind: {leftovers}"
-    assert not (run_dir / "results.csv").exists(), "an interrupted run wrote results.csv"
+    # the tables list exactly the finished stages, so that `sae report` shows them
+    assert listed_stages(run_dir) == {p.stem for p in stages if p.name.startswith("arm_")}
     return {p.name: p.stat().st_mtime_ns for p in stages}
+
+
+def listed_stages(run_dir: Path) -> set[str]:
+    """The arm stages that results.csv lists, named as their stage records are."""
+    results = pd.read_csv(run_dir / "results.csv", dtype={"budget": str})
+    return {f"arm_seed{r.seed}_budget{r.budget}_{r.arm}" for r in results.itertuples()}
 
 
 def test_ctrl_c_keeps_finished_stages_and_resumes_to_the_same_results(tmp_path):
@@ -118,6 +125,35 @@ def test_sigterm_stops_a_run_like_ctrl_c_with_exit_143(tmp_path):
     stages = run_dir / "stages"
     assert {name: (stages / name).stat().st_mtime_ns for name in kept} == kept, "finished stages were redone"
     assert len(pd.read_csv(run_dir / "results.csv")) == 3
+
+
+def test_a_report_after_a_stopped_rerun_shows_the_stages_it_finished(tmp_path):
+    """A finished run, rerun under a new fine-tuning setting and stopped by SIGTERM after some arms: the tables,
+    and the report `sae report` renders from them, hold the stages this stopped invocation finished (and not
+    only those the start of the run found current), and the report names the ones still to run."""
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(TINY_TOML)
+    run_dir = tmp_path / "run"
+    base = ["run", str(pipeline), "--out", str(run_dir), "--quiet", "--no-report", "--device", "cpu"]
+    assert main(base) == 0
+    cmd = [sys.executable, "-m", "stacked_ae", *base, "--set", "finetune.patience=1"]
+    before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("arm_*.json")}
+    rewritten = lambda: sum(p.stat().st_mtime_ns != before.get(p.name) for p in (run_dir / "stages").glob("arm_*"))
+    stopped = interrupt_when(cmd, lambda: rewritten() >= 1, sig=signal.SIGTERM)
+    assert stopped.returncode == 143, stopped.stderr
+    redone = {p.stem for p in (run_dir / "stages").glob("arm_*.json") if p.stat().st_mtime_ns != before[p.name]}
+    assert 1 <= len(redone) < 3, redone
+    assert listed_stages(run_dir) == redone
+
+    assert main(["report", str(run_dir)]) == 0
+    report = (run_dir / "report.md").read_text()
+    assert f"{len(redone)} of 3 seed × budget × arm results are in" in report, report
+    results = pd.read_csv(run_dir / "results.csv")
+    row = re.search(r"^\| all \| 0 \| [0-9a-f]{12} \| (.*) \|$", report, re.M).group(1).split(" | ")  # per-seed row
+    for arm, cell in zip(["pretrained", "random", "frozen"], row, strict=True):
+        done = f"arm_seed0_budgetall_{arm}" in redone
+        expected = f"{100 * results.query('arm == @arm')['test_error'].iloc[0]:.2f}" if done else "—"
+        assert cell == expected, (arm, row)
 
 
 def test_sigterm_keeps_its_previous_handler_after_a_run(tmp_path):
@@ -231,6 +267,10 @@ def test_diverging_pretraining_fails_its_arms_and_the_others_go_on(tmp_path):
         assert "at epoch 1 (lr=1e+06)" in row.message, row.message
     ok = table[table["arm"].isin(["random", "logreg"])]
     assert len(ok) == 4 and (ok["status"] == "ok").all() and ok["test_error"].astype(float).lt(0.9).all(), ok
+    # the run summary's counts: both pretrainings were computed (and failed); a rerun reuses their failed records
+    assert results.attrs["stages"] == {"computed": 8, "reused": 0, "pretrain computed": 2, "pretrain reused": 0}
+    again = run_pipeline(from_dict(DIVERGING), tmp_path / "run", device="cpu", progress=False)
+    assert again.attrs["stages"] == {"computed": 0, "reused": 8, "pretrain computed": 0, "pretrain reused": 2}
 
 
 def test_diverging_fine_tuning_is_marked_in_results_summary_and_report(tmp_path, capsys):

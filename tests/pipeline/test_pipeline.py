@@ -347,7 +347,8 @@ def test_shipped_run_folders_still_load_with_todays_code(name):
 def test_shipped_stages_are_current_or_marked_as_older(name):
     """Every committed stage record either names an older protocol (absent: made before records named it), so
     `sae run` recomputes it, or matches the fingerprint today's code computes from the run's own config.json
-    and data: fingerprints that change without a new protocol would rerun, or silently reuse, shipped stages."""
+    and data (or the legacy form of it that today's code still accepts, the settings hashed as written):
+    fingerprints that change without a new protocol would rerun, or silently reuse, shipped stages."""
     from stacked_ae.pipeline.arms import PROTOCOL
     folder = Path(__file__).resolve().parents[2] / "reports" / name
     records = {p.stem: json.loads(p.read_text()) for p in (folder / "stages").glob("*.json")}
@@ -357,7 +358,7 @@ def test_shipped_stages_are_current_or_marked_as_older(name):
         return
     cfg = from_dict(json.loads((folder / "config.json").read_text()))
     stamps = _today_fingerprints(cfg, _data_id(cfg))
-    stale = sorted(key for key in current if stamps.get(key) != records[key]["fingerprint"])
+    stale = sorted(key for key in current if records[key]["fingerprint"] not in stamps.get(key, ()))
     assert not stale, f"reports/{name}: {len(stale)} stages of protocol {PROTOCOL} no longer match: {stale[:5]}"
 
 
@@ -378,9 +379,11 @@ def _today_fingerprints(cfg, data_id: str) -> dict:
     from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
     from stacked_ae.pipeline.executors import arm_stages
     from stacked_ae.pipeline.rundir import budget_label
-    stamps = {f"pretrain_seed{seed}": pretrain_fingerprint(cfg, seed, data_id) for seed in cfg.seeds}
+    stamps = {f"pretrain_seed{seed}": {pretrain_fingerprint(cfg, seed, data_id, legacy=old) for old in (False, True)}
+              for seed in cfg.seeds}
     for seed, budget, arm in arm_stages(cfg):
-        stamps[f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"] = arm_fingerprint(cfg, seed, budget, arm, data_id)
+        stamps[f"arm_seed{seed}_budget{budget_label(budget)}_{arm}"] = {
+            arm_fingerprint(cfg, seed, budget, arm, data_id, legacy=old) for old in (False, True)}
     return stamps
 
 
@@ -415,6 +418,51 @@ def test_fingerprints_cover_what_each_stage_depends_on_and_nothing_else():
     assert changed(dict(base, seeds=[0, 5], data=dict(base["data"], budgets=[5, 20]))) == set()
     assert changed(dict(base, name="renamed", reference={"source": "a paper"},
                         run={"executor": "ray", "workers": 2})) == set()
+
+
+def test_equal_settings_written_two_ways_are_one_stage():
+    """A per-layer list whose values are all equal is that one value (`noise = [0.2, 0.2]` is `noise = 0.2`), and
+    the frozen arm, a linear probe that uses no dropout, is the same stage under any [finetune] dropout; a list
+    that does differ per layer, and dropout for the fine-tuned arms, are other stages."""
+    base = dict(TINY, arms=["pretrained", "random", "frozen", "logreg"])
+    before = _fingerprints(base)
+
+    def changed(pretrain=None, model=None, finetune=None):
+        after = _fingerprints(dict(base, pretrain=dict(base["pretrain"], **(pretrain or {})),
+                                   model=dict(base["model"], **(model or {})),
+                                   finetune=dict(base["finetune"], **(finetune or {}))))
+        return {stage for stage in before if after[stage] != before[stage]}
+
+    assert changed(pretrain={"noise": [0.2, 0.2], "epochs": [2, 2], "tied": [False, False]}) == set()
+    assert changed(model={"activation": ["sigmoid", "sigmoid"]}) == set()
+    assert changed(pretrain={"noise": [0.2, 0.3]}) == {"pretrain", "pretrained", "frozen"}
+    assert changed(finetune={"dropout": 0.3, "input_dropout": 0.1}) == {"pretrained", "random"}
+
+
+def test_records_stamped_before_the_settings_were_normalised_are_reused(tmp_path):
+    """A run folder whose records carry the fingerprints of the settings as written (how stage records were
+    stamped before per-layer lists and the probe's dropout were normalised) is finished as it stands: `sae run`
+    trains nothing and rewrites no record, and `sae status` counts every stage finished."""
+    from stacked_ae.pipeline.arms import arm_fingerprint, pretrain_fingerprint
+    from stacked_ae.pipeline.rundir import RunDir
+    from stacked_ae.pipeline.status import stage_status
+    settings = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5]},
+                    arms=["pretrained", "random", "frozen"], pretrain=dict(TINY["pretrain"], noise=[0.2, 0.2]),
+                    finetune=dict(TINY["finetune"], dropout=0.2))
+    cfg, out = from_dict(settings), tmp_path / "run"
+    run_pipeline(cfg, out, device="cpu", progress=False)
+    run, data_id = RunDir(out), json.loads((out / "manifest.json").read_text())["dataset"]["fingerprint"]
+    old = {"pretrain_seed0": pretrain_fingerprint(cfg, 0, data_id, legacy=True),
+           **{f"arm_seed0_budget5_{arm}": arm_fingerprint(cfg, 0, 5, arm, data_id, legacy=True) for arm in cfg.arms}}
+    for key, stamp in old.items():
+        record = run.read_stage(key)
+        assert record["fingerprint"] != stamp or key.endswith("random"), key   # random: noise is not its setting
+        (out / "stages" / f"{key}.json").write_text(json.dumps({**record, "fingerprint": stamp}))
+    written = {p.name: p.read_bytes() for p in (out / "stages").iterdir()}
+    results = run_pipeline(cfg, out, device="cpu", progress=False)
+    assert results.attrs["stages"] == {"computed": 0, "reused": 3, "pretrain computed": 0, "pretrain reused": 1}
+    assert {p.name: p.read_bytes() for p in (out / "stages").iterdir()} == written
+    assert {s["state"] for s in stage_status(cfg, out)} == {"finished"}
 
 
 def test_mirrored_decoders_rerun_only_the_stages_whose_decoders_changed(monkeypatch):

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 from test_report import make_run_dir
 
 from stacked_ae.report.render import render_report
@@ -43,6 +44,25 @@ def test_figures_are_kept_without_checkpoints_while_their_sources_are_unchanged(
     stale = figures_section(render_report(run).read_text())
     assert not any(t in stale for t in AE_TITLES[:2]), stale
     assert "out of date (`stages/pretrain_seed0.json` changed since they were drawn)" in stale
+
+
+def test_kept_figures_are_out_of_date_once_the_tables_drop_their_pretraining(tmp_path):
+    """A rerun under new [pretrain] settings, stopped before pretraining finished: the old stage record is still on
+    disk, unchanged, but the tables it wrote no longer list the seed's pretraining. The figures drawn from the old
+    encoder are then out of date, not shown as the run's."""
+    run = make_run_dir(tmp_path / "ae", task="reconstruction", seeds=(0,))
+    (run / "stages").mkdir()
+    (run / "stages" / "pretrain_seed0.json").write_text(json.dumps({"fingerprint": "a", "seed": 0}))
+    render_report(run)
+    shutil.rmtree(run / "encoders")
+    shutil.rmtree(run / "models")
+    assert all(t in figures_section(render_report(run).read_text()) for t in AE_TITLES)   # kept while listed
+
+    pretrain = pd.read_csv(run / "pretrain.csv")
+    pretrain[pretrain["seed"] != 0].to_csv(run / "pretrain.csv", index=False)
+    stale = figures_section(render_report(run).read_text())
+    assert not any(t in stale for t in AE_TITLES), stale
+    assert "the tables no longer list the stage(s) they were drawn from, `pretrain_seed0`" in stale, stale
 
 
 def test_a_new_samples_file_makes_kept_figures_out_of_date(tmp_path):
