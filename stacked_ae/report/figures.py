@@ -188,7 +188,8 @@ def _kept(run: RunData, fig_dir: Path) -> list[Drawn] | None:
                     f"under other settings has not finished them yet")
         return [Drawn("Autoencoder figures", None,
                       f"the figures drawn earlier are out of date ({why}), and no `encoders/seed{{S}}.pt` or "
-                      f"`models/seed{{S}}_budgetall_pretrained.pt` checkpoint is here to draw them again.")]
+                      f"`models/seed{{S}}_budgetall_pretrained.pt` checkpoint of today's stages is here to draw them "
+                      f"again.")]
     return [d if d.path is None else
             Drawn(d.title, d.path, f"{d.text} (Drawn when the run's checkpoints were present; the files they "
                                    f"came from are unchanged.)") for d in drawn]
