@@ -452,6 +452,14 @@ def test_status_reads_a_user_data_file_on_every_look(tmp_path, capsys):
     assert main(["run", str(pipeline), "--out", str(out), "--no-report", "--device", "cpu"]) == 0
     assert "this invocation: 10 stages computed, 0 reused; pretraining: 1 seed computed" in capsys.readouterr().out
 
+    (tmp_path / "mine.npz").rename(tmp_path / "moved.npz")   # gone: judged by the recorded fingerprint, said so
+    assert main(["status", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{out}: 11 stages: 11 finished, 0 failed, 0 stale, 0 missing", lines
+    assert lines[1].startswith(f"  data: {tmp_path / 'mine.npz'} could not be read to check its contents ("), lines
+    assert lines[1].endswith("the stages are judged by the data fingerprint the run recorded, and `sae run` needs "
+                             "the file"), lines
+
 
 def test_run_summary_says_one_stage_and_one_seed_in_the_singular():
     """`1 stage computed`, `1 seed computed`: the counts agree with their nouns."""

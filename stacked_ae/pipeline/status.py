@@ -60,6 +60,9 @@ def data_id_for(cfg: PipelineConfig, run_dir: Path, data_root=None) -> tuple[str
         data_id = dataset_fingerprint(cfg.data.load(data_root))
     except (OSError, ValueError) as err:
         reason = " ".join(str(err).split())   # one line: DataNotFoundError's message lists places line by line
+        if not changed and recorded:   # a user file moved or gone: `sae run` would stop, not rerun anything
+            return recorded, (f"{cfg.data.dataset} could not be read to check its contents ({reason}); the stages "
+                              f"are judged by the data fingerprint the run recorded, and `sae run` needs the file")
         return "unread", (f"{what} and the data could not be read to compare ({reason}); every stage is counted as "
                           f"one that would rerun (--data-root names the data folder)")
     if not changed and recorded:   # a user file under unchanged settings: a note only when its contents changed

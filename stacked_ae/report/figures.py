@@ -196,12 +196,12 @@ def _kept(run: RunData, fig_dir: Path) -> list[Drawn] | None:
 
 
 def _unlisted(run: RunData, seed: int, sources: dict) -> list[str]:
-    """The stages behind kept figures (the seed's pretraining, and its fine-tuned network at all labels where its
-    record was there) that today's tables do not list as finished. Their records on disk are unchanged while a
-    rerun under new settings has not yet replaced them, so the hashes alone would call the figures current."""
-    listed = {pretrain_stage_key(seed): _pretrained(run, seed),
-              arm_stage_key(seed, "all", "pretrained"): _tuned(run, seed)}
-    return sorted(f"`{key}`" for key, ok in listed.items() if f"stages/{key}.json" in sources and not ok)
+    """The seed's pretraining, behind every kept figure, where today's tables do not list it as finished: its
+    record on disk is unchanged while a rerun under new settings has not yet replaced it, so the hashes alone
+    would call the figures current. (The all-labels network's record is among the sources whenever it exists,
+    also when the figures came from the encoder alone, so its absence from the tables proves nothing here.)"""
+    key = pretrain_stage_key(seed)
+    return [f"`{key}`"] if f"stages/{key}.json" in sources and not _pretrained(run, seed) else []
 
 
 def _draw_autoencoder(run: RunData, fig_dir: Path, seed: int, main: Path, stack_path: Path | None,
