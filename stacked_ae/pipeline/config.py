@@ -546,8 +546,6 @@ def apply_override(raw: dict, override: str) -> None:
         table = table.setdefault(part, {})
         if not isinstance(table, dict):
             raise ConfigError(f"override {key!r}: {part!r} is not a table")
-        if not isinstance(table, dict):
-            raise ConfigError(f"override {key!r}: {part!r} is not a table")
     table[leaf] = value
 
 
