@@ -35,7 +35,7 @@ from ..core.train import (
     predict_logits,
 )
 from .config import ModelConfig, PipelineConfig, PretrainSection, per_layer_keys
-from .rundir import RunDir, arm_key, budget_label, fingerprint, json_bytes, npy_bytes, pretrain_key
+from .rundir import RunDir, arm_key, budget_label, fingerprint, npy_bytes, pretrain_key
 
 log = logging.getLogger(__name__)
 
@@ -294,25 +294,20 @@ def arm_depends(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, 
     return depends
 
 
-def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str,
-                    restamp: bool = True) -> dict | None:
+def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> dict | None:
     """The finished record of an arm's stage under today's settings, or None (the stage must run).
 
     A record made under other settings is today's result too where today's settings would have reproduced it
-    exactly (see `_equivalent`): it is reused, and with `restamp` its fingerprint is rewritten (its provenance
-    kept), so later runs and checks find it directly."""
+    exactly (see `_equivalent`): it is reused as it stands. No record is rewritten when it is reused: its bytes
+    are among the sources that kept autoencoder figures are checked against (`report.figures`)."""
     key = arm_key(seed, budget, arm)
-    stamp = arm_fingerprint(cfg, seed, budget, arm, data_id)
-    record = run.load_stage(key, stamp) or run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, data_id,
-                                                                                  legacy=True))
-    if record is not None or arm in SKLEARN_ARMS:   # a legacy stamp is left as it is (see load_pretrain_record)
+    record = run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, data_id)) or run.load_stage(
+        key, arm_fingerprint(cfg, seed, budget, arm, data_id, legacy=True))   # stamped before normalisation
+    if record is not None or arm in SKLEARN_ARMS:
         return record
     record = run.read_stage(key)
     if record is None or not _equivalent(record, cfg, seed, budget, arm, data_id):
         return None
-    if restamp:
-        record = {**record, "fingerprint": stamp}
-        run.write(run.stage_path(key), json_bytes(record))
     return record
 
 

@@ -56,7 +56,7 @@ def current_records(run: RunDir, cfg, data_id: str) -> tuple[list[dict], list[di
     """(arm records, pretraining records) of the stages of `cfg` finished under today's settings, in results.csv
     order: what the tables and the run's compute times are made of. Records of stages outside the graph (seeds,
     budgets or arms no longer configured) or made under other settings are left out, not deleted."""
-    arms = [load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
+    arms = [load_arm_record(run, cfg, seed, budget, arm, data_id)
             for seed, budget, arm in arm_stages(cfg)]
     pretrain = [load_pretrain_record(run, cfg, seed, data_id) for seed in pretrained_seeds(cfg)]
     return [r for r in arms if r is not None], [r for r in pretrain if r is not None]
@@ -233,17 +233,19 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
     shared = str(run.root.resolve()) if settings.shares_run_folder() else None
     extra = (threads, device, run.provenance, ctx.data_id, shared)
     pending, encoders, waits_on = {}, {}, {}
-    for seed in pretrained_seeds(cfg):
+    todo = [stage for stage in arm_stages(cfg) if load_arm_record(run, cfg, *stage, ctx.data_id) is None]
+    ctx.counts["reused"] += len(arm_stages(cfg)) - len(todo)
+    # as run_local does: a seed's pretraining runs only when an arm that starts from it has to train (a finished
+    # one whose encoder file is gone, as in the reference runs, is trained again then, and only then)
+    needed = {seed for seed, _, arm in todo if arm in NEEDS_PRETRAINING}
+    for seed in (s for s in pretrained_seeds(cfg) if s in needed):
         encoders[seed] = _cached_pretraining(run, cfg, seed, ctx.data_id)
         if encoders[seed] is None:
             ref = task.remote(*common, ("pretrain", seed, None, None), None, *extra)
             encoders[seed], pending[ref] = ref, pretrain_key(seed)
             ctx.counts["pretrain computed"] += 1
-    for seed, budget, arm in arm_stages(cfg):
+    for seed, budget, arm in todo:
         key = arm_key(seed, budget, arm)
-        if load_arm_record(run, cfg, seed, budget, arm, ctx.data_id) is not None:
-            ctx.counts["reused"] += 1
-            continue
         dependency = encoders.get(seed) if arm in NEEDS_PRETRAINING else None
         ref = task.remote(*common, ("arm", seed, budget, arm), dependency, *extra)
         pending[ref] = key

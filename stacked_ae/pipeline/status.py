@@ -109,7 +109,7 @@ def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None)
                 stages.append(_state(run, key, stamps, seed=seed, budget=budget_label(budget), arm=arm))
                 if stages[-1]["state"] == "stale":   # a record today's settings would reproduce (a higher extend
                     #                                        or epoch cap that it did not reach) counts as finished
-                    record = load_arm_record(run, cfg, seed, budget, arm, data_id, restamp=False)
+                    record = load_arm_record(run, cfg, seed, budget, arm, data_id)
                     if record is not None:
                         stages[-1]["state"] = "failed" if _failed(record) else "finished"
                 if stages[-1]["state"] in ("missing", "stale") and arm not in SKLEARN_ARMS:

@@ -173,6 +173,28 @@ def test_a_rerun_on_ray_reuses_finished_stages(cluster, local_run, tmp_path):
     pd.testing.assert_frame_equal(results(out), results(local_run))
 
 
+def test_ray_pretrains_a_seed_whose_encoder_is_gone_only_when_an_arm_needs_it(cluster, local_run, tmp_path):
+    """As locally (and as `sae status` says): a finished pretraining whose encoder file is gone, as in the shipped
+    reference runs, trains again only when an arm that starts from it has to train, and only for that seed."""
+    import shutil
+    counts = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        shutil.copytree(local_run, out)
+        for path in (out / "encoders").glob("*.pt"):
+            path.unlink()
+        settings = {"executor": "ray", "address": cluster.address} if executor == "ray" else {}
+        counts[executor, "none"] = run(TINY, out, **settings).attrs["stages"]
+        (out / "stages" / "arm_seed1_budget5_pretrained.json").unlink()
+        counts[executor, "one"] = run(TINY, out, **settings).attrs["stages"]
+        pd.testing.assert_frame_equal(results(out), results(local_run))
+        assert sorted(p.name for p in (out / "encoders").glob("*.pt")) == ["seed1.pt"]
+    assert counts["ray", "none"] == counts["local", "none"] == {"computed": 0, "reused": 20, "pretrain computed": 0,
+                                                                "pretrain reused": 2}
+    assert counts["ray", "one"] == counts["local", "one"] == {"computed": 1, "reused": 19, "pretrain computed": 1,
+                                                              "pretrain reused": 1}
+
+
 def test_a_worker_killed_mid_stage_is_retried_with_identical_results(cluster, tmp_path):
     """SIGKILL a worker while it pretrains: Ray retries the task and the run ends with the local numbers."""
     slow = {**TINY, "seeds": [0], "pretrain": {**TINY["pretrain"], "epochs": 60}, "arms": ["pretrained", "logreg"]}
