@@ -52,6 +52,14 @@ def pretrained_seeds(cfg) -> list[int]:
     return list(cfg.seeds) if any(arm in NEEDS_PRETRAINING for arm in cfg.arms) else []
 
 
+def unrecorded_pretrainings(run: RunDir, cfg, data_id: str) -> list[int]:
+    """Seeds of the graph whose pretraining has no record of today's settings (never run, made under other
+    settings, or damaged): each is a stage to run even where every arm built on it is finished (its record
+    feeds pretrain.csv and the report). A finished one whose encoder file alone is gone is not among them: it
+    runs again only when an arm that starts from it has to train."""
+    return [seed for seed in pretrained_seeds(cfg) if load_pretrain_record(run, cfg, seed, data_id) is None]
+
+
 def current_records(run: RunDir, cfg, data_id: str) -> tuple[list[dict], list[dict]]:
     """(arm records, pretraining records) of the stages of `cfg` finished under today's settings, in results.csv
     order: what the tables and the run's compute times are made of. Records of stages outside the graph (seeds,
@@ -73,6 +81,11 @@ def run_local(ctx: RunContext, progress: bool) -> dict[str, str]:
         bar.set_postfix_str(f"seed {seed}, budget {budget_label(budget)}, {arm}")
         run_stage(ctx, seed, budget, arm)
     bar.close()
+    for seed in unrecorded_pretrainings(ctx.run, ctx.cfg, ctx.data_id):   # no unfinished arm needed it
+        try:
+            pretrain_stage(ctx, seed)
+        except TrainingDiverged as err:   # its failed record is written; the arms built on it are finished
+            log.warning("%s", err)
     return {}
 
 
@@ -235,9 +248,10 @@ def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: 
     pending, encoders, waits_on = {}, {}, {}
     todo = [stage for stage in arm_stages(cfg) if load_arm_record(run, cfg, *stage, ctx.data_id) is None]
     ctx.counts["reused"] += len(arm_stages(cfg)) - len(todo)
-    # as run_local does: a seed's pretraining runs only when an arm that starts from it has to train (a finished
-    # one whose encoder file is gone, as in the reference runs, is trained again then, and only then)
-    needed = {seed for seed, _, arm in todo if arm in NEEDS_PRETRAINING}
+    # as run_local does: a seed's pretraining runs when its record is not today's, or when an arm that starts from
+    # it has to train (a finished one whose encoder file is gone, as in the reference runs, trains again then only)
+    needed = {seed for seed, _, arm in todo if arm in NEEDS_PRETRAINING} | set(unrecorded_pretrainings(run, cfg,
+                                                                                                    ctx.data_id))
     for seed in (s for s in pretrained_seeds(cfg) if s in needed):
         encoders[seed] = _cached_pretraining(run, cfg, seed, ctx.data_id)
         if encoders[seed] is None:

@@ -175,8 +175,11 @@ def test_a_rerun_on_ray_reuses_finished_stages(cluster, local_run, tmp_path):
 
 def test_ray_pretrains_a_seed_whose_encoder_is_gone_only_when_an_arm_needs_it(cluster, local_run, tmp_path):
     """As locally (and as `sae status` says): a finished pretraining whose encoder file is gone, as in the shipped
-    reference runs, trains again only when an arm that starts from it has to train, and only for that seed."""
+    reference runs, trains again only when an arm that starts from it has to train, and only for that seed. A
+    pretraining whose record is gone is a stage to run even with every arm finished."""
     import shutil
+
+    from stacked_ae.pipeline.status import stage_status
     counts = {}
     for executor in ("local", "ray"):
         out = tmp_path / executor
@@ -189,10 +192,17 @@ def test_ray_pretrains_a_seed_whose_encoder_is_gone_only_when_an_arm_needs_it(cl
         counts[executor, "one"] = run(TINY, out, **settings).attrs["stages"]
         pd.testing.assert_frame_equal(results(out), results(local_run))
         assert sorted(p.name for p in (out / "encoders").glob("*.pt")) == ["seed1.pt"]
+        (out / "stages" / "pretrain_seed0.json").unlink()
+        assert [s["key"] for s in stage_status(from_dict(TINY), out) if s["state"] != "finished"] == ["pretrain_seed0"]
+        counts[executor, "record"] = run(TINY, out, **settings).attrs["stages"]
+        assert {s["state"] for s in stage_status(from_dict(TINY), out)} == {"finished"}
+        pd.testing.assert_frame_equal(pd.read_csv(out / "pretrain.csv"), pd.read_csv(local_run / "pretrain.csv"))
     assert counts["ray", "none"] == counts["local", "none"] == {"computed": 0, "reused": 20, "pretrain computed": 0,
                                                                 "pretrain reused": 2}
     assert counts["ray", "one"] == counts["local", "one"] == {"computed": 1, "reused": 19, "pretrain computed": 1,
                                                               "pretrain reused": 1}
+    assert counts["ray", "record"] == counts["local", "record"] == {"computed": 0, "reused": 20,
+                                                                    "pretrain computed": 1, "pretrain reused": 1}
 
 
 def test_a_worker_killed_mid_stage_is_retried_with_identical_results(cluster, tmp_path):
