@@ -194,8 +194,8 @@ def start_ray(ray, workers: int, address: str) -> bool:
         try:
             if address:
                 ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=workers, **kwargs)
+            else:   # "local": a new instance here, not one that `ray start` (or a crashed run) left behind
+                ray.init(address="local", num_cpus=workers, **kwargs)
         except ConnectionError as err:
             raise ExecutorError(f"--address {address}: no Ray cluster answered ({err})") from None
     return True
@@ -232,10 +232,23 @@ def run_ray(ctx: RunContext, settings, progress: bool, threads: int | str | None
         threads = worker_threads(workers, settings.address)
     started = start_ray(ray, workers, settings.address)
     try:
+        _check_gpus(ray, settings)
         return _submit_and_collect(ray, ctx, settings, threads, progress)
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_gpus(ray, settings) -> None:
+    """Stages that reserve a GPU would wait for ever, in silence, on a cluster without one: refuse them."""
+    if settings.gpus_per_stage <= 0:
+        return
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if gpus < settings.gpus_per_stage:
+        where = f"the cluster at {settings.address}" if settings.address else "Ray on this machine"
+        raise ExecutorError(f"run.gpus_per_stage = {settings.gpus_per_stage:g} (--gpus-per-stage): each stage "
+                            f"reserves that much of a GPU, but {where} has {gpus:g} GPU(s); run without it to "
+                            f"train on CPU workers, or on a machine or cluster with a GPU")
 
 
 def _submit_and_collect(ray, ctx: RunContext, settings, threads: int, progress: bool) -> dict[str, str]:

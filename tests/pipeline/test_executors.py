@@ -205,6 +205,27 @@ def test_ray_pretrains_a_seed_whose_encoder_is_gone_only_when_an_arm_needs_it(cl
                                                                     "pretrain computed": 1, "pretrain reused": 1}
 
 
+def test_stages_that_reserve_a_gpu_are_refused_on_a_cluster_without_one(cluster, tmp_path):
+    """--gpus-per-stage on a cluster with no GPU: its stages would wait for ever in silence; the run is refused
+    with the setting, the GPUs the cluster has, and what to do instead."""
+    with pytest.raises(ExecutorError, match=r"run.gpus_per_stage = 0.5 \(--gpus-per-stage\): each stage reserves "
+                                            r"that much of a GPU, but the cluster at .* has 0 GPU\(s\)"):
+        run_pipeline(from_dict({**TINY, "run": {"executor": "ray", "address": cluster.address, "gpus_per_stage": 0.5}}),
+                     tmp_path / "run", progress=False, threads=1)
+
+
+def test_workers_started_here_are_a_new_ray_instance_not_one_left_running(monkeypatch):
+    """Without an address, Ray's own default joins the last cluster started on this machine (`ray start`, or one a
+    crashed run left in /tmp/ray) and then refuses the worker count; --workers N starts N workers of its own."""
+    from stacked_ae.pipeline.executors import start_ray
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert start_ray(ray, 3, "") is True
+    assert start_ray(ray, 3, "10.0.0.1:6379") is True
+    assert [(c.get("address"), c.get("num_cpus")) for c in calls] == [("local", 3), ("10.0.0.1:6379", None)]
+
+
 def test_a_worker_killed_mid_stage_is_retried_with_identical_results(cluster, tmp_path):
     """SIGKILL a worker while it pretrains: Ray retries the task and the run ends with the local numbers."""
     slow = {**TINY, "seeds": [0], "pretrain": {**TINY["pretrain"], "epochs": 60}, "arms": ["pretrained", "logreg"]}
