@@ -159,12 +159,16 @@ def _check_precision(args) -> None:
             raise ValueError(f"--precision {args.precision} contradicts --set {override}; give one of them")
 
 
+RAY_KEYS = ("run.workers", "run.address", "run.gpus_per_stage", "run.shared_folder")   # read by Ray alone
+
+
 def _check_ray_flags(args, cfg) -> None:
     """Flags that only Ray reads are refused under the local executor rather than silently ignored."""
     if cfg.run.executor == "ray":
         return
     given = [flag for flag, value in (("--workers", args.workers), ("--gpus-per-stage", args.gpus_per_stage),
                                       ("--address", args.address)) if value is not None]
+    given += [f"--set {o}" for o in args.overrides if o.partition("=")[0].strip() in RAY_KEYS]
     if given:
         raise ValueError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} the Ray executor "
                          f"(--executor ray, or run.executor = \"ray\" in the pipeline file); this run's executor "
@@ -296,11 +300,16 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def _source(file, overrides) -> str:
+    """The pipeline file, and the --set overrides that changed it, which a data check may be about."""
+    return f"{file} with {' '.join(f'--set {o}' for o in overrides)}" if overrides else str(file)
+
+
 def cmd_validate(args) -> int:
     """Check each file: its settings, then its data and label budgets where the data can be found."""
     from .core.data import KNOWN_DATASETS, DataNotFoundError
     from .pipeline.config import load_config
-    from .pipeline.runner import check_data
+    from .pipeline.runner import check_data, validation_note
     if args.data_root is not None and not Path(args.data_root).is_dir():   # asked to look there: it must exist
         raise FileNotFoundError(f"--data-root {args.data_root}: no such folder")
     failures = 0
@@ -313,6 +322,8 @@ def cmd_validate(args) -> int:
             try:
                 data = check_data(cfg, args.data_root)
                 found = f"data found: {len(data.X_train):,} training images, budgets fit"
+                if note := validation_note(cfg, data):
+                    found += f"; note: {note}"
             except DataNotFoundError as err:
                 if cfg.data.dataset not in KNOWN_DATASETS:   # a file the pipeline names: the run would stop
                     raise DataNotFoundError(f"{file}: data.dataset: {err}") from err
@@ -320,7 +331,7 @@ def cmd_validate(args) -> int:
             except ValueError as err:   # the data's own errors name the data, not the pipeline file
                 if args.debug:
                     raise
-                raise ValueError(f"{file}: {_message(err)}") from err
+                raise ValueError(f"{_source(file, args.overrides)}: {_message(err)}") from err
         except (ValueError, OSError) as err:
             if args.debug:
                 raise
@@ -447,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:   # `sae status ... | head`: the reader has all it wanted; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # Python's flush at exit would fail again
+        return 128 + int(signal.SIGPIPE)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -560,3 +560,42 @@ def test_a_pipeline_file_with_a_byte_order_mark_reads_as_without(smoke_file, tmp
     assert main(["validate", str(bom)]) == 0
     from stacked_ae.pipeline.config import load_config
     assert load_config(bom).to_dict() == load_config(smoke_file).to_dict()
+
+
+def test_validate_notes_a_count_of_validation_labels_above_a_class_or_a_budget(smoke_file, capsys):
+    """`data.val_per_class = 50` on digits (whose validation classes hold fewer): the settings are ok, and the line
+    says that those classes give all they have and that budget 5 then selects on more labels than it trains on."""
+    assert main(["validate", str(smoke_file), "--set", "data.val_per_class=50"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"budgets fit; note: data.val_per_class = 50: the smallest class of the validation split has "
+                     r"\d+ examples, so that class gives all it has; at budget 5 model selection sees more validation "
+                     r"labels than training labels", out), out
+    assert main(["validate", str(smoke_file), "--set", "data.val_per_class=3"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_ray_settings_given_with_set_under_the_local_executor_are_refused(smoke_file, tmp_path, capsys):
+    """`--set run.workers=4` is `--workers 4`: under the local executor it is refused, not silently ignored."""
+    assert main(["run", str(smoke_file), "--out", str(tmp_path / "run"), "--set", "run.workers=4"]) == 2
+    err = capsys.readouterr().err
+    assert "--set run.workers=4 needs the Ray executor" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_error_caused_by_an_override_names_the_override(smoke_file, capsys):
+    """A budget that fits the file but not as overridden: the message names the --set, not the file alone."""
+    assert main(["validate", str(smoke_file), "--set", "data.budgets=[500]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sae: error: {smoke_file} with --set data.budgets=[500]: data.budgets: 500 labels per "
+                          f"class"), err
+
+
+def test_a_reader_that_stops_early_is_no_error(smoke_file, monkeypatch, capsys):
+    """`sae datasets | head -1`: the closed pipe ends the command quietly (status 141, as a shell reports a
+    command stopped by SIGPIPE), without an error message."""
+    import os
+    read, write = os.pipe()
+    os.close(read)
+    monkeypatch.setattr(sys, "stdout", open(write, "w", buffering=1))
+    assert main(["datasets"]) == 141
+    assert "error" not in capsys.readouterr().err

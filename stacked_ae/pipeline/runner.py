@@ -61,6 +61,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, *, data_root=None, device="a
                              "device": device_label(device)})
     check_run_dir(run)
     data = check_data(cfg, data_root)     # bad data fails here, before anything is written
+    if note := validation_note(cfg, data):
+        log.warning("%s", note)
     with hold(run.root, _command()):      # one run writes a folder at a time: a second one is refused
         return _run_held(run, cfg, data, device, force, progress, threads, figures_current)
 
@@ -247,6 +249,25 @@ def check_budgets(cfg: PipelineConfig, data: Dataset) -> None:
         if budget != "all" and budget > smallest:
             raise ConfigError(f"data.budgets: {budget} labels per class, but the smallest class of the training "
                               f"split has {smallest} examples")
+
+
+def validation_note(cfg: PipelineConfig, data: Dataset) -> str:
+    """What a user should know before training when an integer `data.val_per_class` exceeds a class of the
+    validation split (that class gives all it has), or exceeds a label budget (selection then sees more
+    validation labels than training labels, which the report calls optimistic); "" otherwise."""
+    k = cfg.data.val_per_class
+    if cfg.task != "classification" or not isinstance(k, int) or isinstance(k, bool):
+        return ""
+    notes = []
+    smallest = int(torch.bincount(data.y_val, minlength=data.n_classes).min())
+    if k > smallest:
+        notes.append(f"the smallest class of the validation split has {smallest} examples, so that class gives "
+                     f"all it has")
+    above = [str(b) for b in cfg.data.budgets if b != "all" and k > b]
+    if above:
+        notes.append(f"at budget{'s' if len(above) > 1 else ''} {', '.join(above)} model selection sees more "
+                     f"validation labels than training labels (the report calls those results optimistic)")
+    return f"data.val_per_class = {k}: " + "; ".join(notes) if notes else ""
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:

@@ -149,9 +149,28 @@ def val_per_class(run: RunData) -> str | None:
     return str(data.get("val_per_class", "all")) if run.config else None
 
 
+def optimistic_budgets(run: RunData) -> list[str]:
+    """The budgets (not "all") whose model selection saw more validation labels than training labels: not what a
+    user with the budget has. Read from results.csv's label counts (`data.val_per_class = "all"`, or an integer
+    above a budget); runs from before `n_val_labeled` was kept are judged by the setting."""
+    if run.task != "classification":
+        return []
+    res = run.results
+    if not {"n_labeled", "n_val_labeled"} <= set(res.columns) or res["n_val_labeled"].isna().all():
+        return [b for b in run.budgets if b != "all"] if val_per_class(run) == "all" else []
+    above = res[res["n_val_labeled"] > res["n_labeled"]]
+    return [b for b in run.budgets if b != "all" and b in set(above["budget"].astype(str))]
+
+
 def optimistic(run: RunData) -> bool:
-    """Low budgets selected on more validation labels than training labels (not what a user with the budget has)."""
-    return run.task == "classification" and val_per_class(run) == "all" and any(b != "all" for b in run.budgets)
+    return bool(optimistic_budgets(run))
+
+
+def optimistic_words(run: RunData) -> str:
+    """"budget 10" or "budgets 10 and 100"."""
+    budgets = optimistic_budgets(run)
+    listed = " and ".join([", ".join(budgets[:-1]), budgets[-1]]) if len(budgets) > 1 else budgets[0]
+    return f"budget{'s' if len(budgets) > 1 else ''} {listed}"
 
 
 def selection_protocol(run: RunData) -> str:
@@ -164,7 +183,12 @@ def selection_protocol(run: RunData) -> str:
     if setting == "all":
         return ("`data.val_per_class = \"all\"`: the whole validation split at every budget; **low-budget results "
                 "are optimistic** (more validation labels than training labels)")
-    return f"`data.val_per_class = {setting}`: {setting} validation labels per class at every budget"
+    text = (f"`data.val_per_class = {setting}`: {setting} validation labels per class at every budget, or all that "
+            f"a class has")
+    if optimistic(run):
+        text += (f"; **results at {optimistic_words(run)} are optimistic** (more validation labels than training "
+                 f"labels)")
+    return text
 
 
 def setup_table(runs: list[RunData], labels: list[str] | None = None, skip: tuple[str, ...] = ()) -> Table:
@@ -267,10 +291,18 @@ def paired_blocks(run: RunData) -> list[Block]:
         Para("**Verdict** per budget:"),
         Bullets(tuple(f"**budget {b}**: {verdict(p, p_adjusted=adj)}" + _difference_note(run, p)
                       for b, p, adj in pairs)),
-        *([Para("**Optimistic at low budgets:** model selection used the whole validation split at every "
-                "budget (`data.val_per_class = \"all\"`), more validation labels than training labels; a user "
-                "with that many labels could not select this way.")] if optimistic(run) else []),
+        *([Para(optimistic_note(run))] if optimistic(run) else []),
     ]
+
+
+def optimistic_note(run: RunData) -> str:
+    if val_per_class(run) == "all":
+        return ("**Optimistic at low budgets:** model selection used the whole validation split at every budget "
+                "(`data.val_per_class = \"all\"`), more validation labels than training labels; a user with that "
+                "many labels could not select this way.")
+    return (f"**Optimistic at {optimistic_words(run)}:** model selection used more validation labels than training "
+            f"labels there (`data.val_per_class = {val_per_class(run)}`); a user with that many labels could not "
+            f"select this way.")
 
 
 def _difference_note(run: RunData, p: Paired) -> str:

@@ -12,7 +12,19 @@ import pandas as pd
 
 from .markup import Block, Bullets, Heading, Para, Table
 from .rundata import PRETRAINED_ARMS, UNRECORDED, RunData
-from .sections import DASH, diff_unit, fmt_ci, fmt_mean_std, fmt_seconds, fmt_value, knn_means, optimistic, paired_rows
+from .sections import (
+    DASH,
+    diff_unit,
+    fmt_ci,
+    fmt_mean_std,
+    fmt_seconds,
+    fmt_value,
+    knn_means,
+    optimistic,
+    optimistic_words,
+    paired_rows,
+    val_per_class,
+)
 from .stats import ALPHA, fmt_p, per_seed, summarize
 
 BASELINES = ("frozen", "logreg", "pca-logreg", "pca")   # arms that do not fine-tune a pretrained network
@@ -75,9 +87,12 @@ def summary_blocks(run: RunData) -> list[Block]:
                           f"failed**). Run the same command again to resume: finished stages are reused."))
     if len(run.seeds) == 1:
         notes.append(Para("One seed: no confidence intervals and no tests; the numbers are single runs."))
-    if optimistic(run):
+    if optimistic(run) and val_per_class(run) == "all":
         notes.append(Para("Model selection used the whole validation split at every budget: low-budget results "
                           "are optimistic."))
+    elif optimistic(run):
+        notes.append(Para(f"Model selection used more validation labels than training labels at "
+                          f"{optimistic_words(run)}: those results are optimistic."))
     flagged = [f"{row.arm} at budget {row.budget} ({'; '.join(row.reasons)})" for row in tuning_rows(run)
                if row.reasons]
     if flagged:

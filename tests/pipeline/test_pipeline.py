@@ -583,15 +583,30 @@ def test_validation_labels_match_the_budget_and_are_shared_by_the_arms(tiny_run)
 
 
 def test_val_per_class_count_and_all(tmp_path):
-    """An integer k gives k validation labels per class at every budget; "all" the whole split."""
+    """An integer k gives k validation labels per class at every budget (all that a class has where it has fewer);
+    "all" the whole split. Where selection saw more validation labels than training labels (k above a budget, or
+    "all"), the report calls those budgets' results optimistic, in its setup, summary and verdicts."""
     from stacked_ae.core.data import load_dataset
+    from stacked_ae.report.render import render_report
     data = load_dataset("digits")
     per_class = data.y_val.bincount(minlength=data.n_classes)
-    for setting, want in ((3, int(per_class.clamp(max=3).sum())), ("all", len(data.y_val))):
+    assert 5 < int(per_class.min()) < 50
+    cases = ((3, int(per_class.clamp(max=3).sum()), None),
+             (50, len(data.y_val), "Model selection used more validation labels than training labels at budget 5"),
+             ("all", len(data.y_val), "Model selection used the whole validation split at every budget"))
+    for setting, want, warning in cases:
         settings = dict(TINY, seeds=[0], data={"dataset": "digits", "budgets": [5, "all"], "val_per_class": setting},
                         arms=["logreg"])
-        results = pd.read_csv(_run(settings, tmp_path / str(setting)))
+        path = _run(settings, tmp_path / str(setting))
+        results = pd.read_csv(path)
         assert set(results["n_val_labeled"]) == {want}, (setting, results["n_val_labeled"].tolist())
+        text = render_report(path.parent).read_text()
+        assert ("optimistic" in text) == (warning is not None), setting
+        if warning:
+            assert warning in text
+        if setting == 50:
+            assert "`data.val_per_class = 50`: 50 validation labels per class at every budget, or all that a class " \
+                   "has; **results at budget 5 are optimistic**" in text
 
 
 def test_logreg_baselines_choose_C_on_validation(tiny_run):

@@ -524,3 +524,23 @@ def test_a_figure_that_fails_while_saving_leaves_the_old_file_whole(tmp_path, mo
     with pytest.raises(OSError, match="disk full"):
         plots.save(fig, path)
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["f.png"]
+
+
+def test_a_count_of_validation_labels_above_a_budget_is_called_optimistic_there(tmp_path):
+    """`data.val_per_class = 20` at budgets 10 and all: at 10, selection saw more validation labels (200) than
+    training labels (100), so the verdicts, the summary and the setup say those results are optimistic; with 100
+    validation labels at budget 10 nothing is."""
+    for n_val, optimistic in ((200, True), (100, False)):
+        run = make_run_dir(tmp_path / str(n_val))
+        config = json.loads((run / "config.json").read_text())
+        config["data"]["val_per_class"] = 20
+        (run / "config.json").write_text(json.dumps(config))
+        rewrite_results(run, lambda res, n=n_val: res.assign(
+            n_val_labeled=np.where(res["budget"] == "10", n, 135)))
+        text = render_report(run).read_text()
+        assert ("**Optimistic at budget 10:** model selection used more validation labels than training labels "
+                "there (`data.val_per_class = 20`)" in text) == optimistic
+        assert ("Model selection used more validation labels than training labels at budget 10: those results are "
+                "optimistic." in text) == optimistic
+        assert ("**results at budget 10 are optimistic**" in text) == optimistic
+        assert ("ptimistic" in text) == optimistic
