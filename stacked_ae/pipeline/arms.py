@@ -239,13 +239,21 @@ def pretrain_fingerprint(cfg: PipelineConfig, seed: int, data_id: str, legacy: b
                         "pretrain": settings["pretrain"], "seed": seed, **_decoders(cfg)})
 
 
+def pretrain_stamps(cfg: PipelineConfig, seed: int, data_id: str) -> tuple[str, str]:
+    """The fingerprints a finished record of the seed's pretraining may carry: today's, and the one an earlier
+    version gave the same settings (`_settings(legacy=True)`). `sae run` and `sae status` both read these."""
+    return pretrain_fingerprint(cfg, seed, data_id), pretrain_fingerprint(cfg, seed, data_id, legacy=True)
+
+
 def load_pretrain_record(run: RunDir, cfg: PipelineConfig, seed: int, data_id: str) -> dict | None:
-    """The record of a seed's pretraining finished under today's settings, or None. A record stamped as an
-    earlier version hashed the same settings (`_settings(legacy=True)`) counts, and is left as it is: its bytes
-    are among the sources of the report's kept figures."""
-    key = pretrain_key(seed)
-    return (run.load_stage(key, pretrain_fingerprint(cfg, seed, data_id))
-            or run.load_stage(key, pretrain_fingerprint(cfg, seed, data_id, legacy=True)))
+    """The record of a seed's pretraining finished under today's settings, or None. A record stamped the legacy
+    way counts, and is left as it is: its bytes are among the sources of the report's kept figures."""
+    return _load_stamped(run, pretrain_key(seed), pretrain_stamps(cfg, seed, data_id))
+
+
+def _load_stamped(run: RunDir, key: str, stamps: tuple[str, ...]) -> dict | None:
+    """The stage's record if it carries one of `stamps`, else None."""
+    return next((record for stamp in stamps if (record := run.load_stage(key, stamp)) is not None), None)
 
 
 def arm_fingerprint(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, lr: float | None = None,
@@ -294,6 +302,11 @@ def arm_depends(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str, 
     return depends
 
 
+def arm_stamps(cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> tuple[str, str]:
+    """The fingerprints a finished record of the arm's stage may carry directly (see `pretrain_stamps`)."""
+    return tuple(arm_fingerprint(cfg, seed, budget, arm, data_id, legacy=old) for old in (False, True))
+
+
 def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: str, data_id: str) -> dict | None:
     """The finished record of an arm's stage under today's settings, or None (the stage must run).
 
@@ -301,8 +314,7 @@ def load_arm_record(run: RunDir, cfg: PipelineConfig, seed: int, budget, arm: st
     exactly (see `_equivalent`): it is reused as it stands. No record is rewritten when it is reused: its bytes
     are among the sources that kept autoencoder figures are checked against (`report.figures`)."""
     key = arm_key(seed, budget, arm)
-    record = run.load_stage(key, arm_fingerprint(cfg, seed, budget, arm, data_id)) or run.load_stage(
-        key, arm_fingerprint(cfg, seed, budget, arm, data_id, legacy=True))   # stamped before normalisation
+    record = _load_stamped(run, key, arm_stamps(cfg, seed, budget, arm, data_id))
     if record is not None or arm in SKLEARN_ARMS:
         return record
     record = run.read_stage(key)

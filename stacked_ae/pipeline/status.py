@@ -17,9 +17,10 @@ from .arms import (
     NEEDS_PRETRAINING,
     SKLEARN_ARMS,
     arm_fingerprint,
+    arm_stamps,
     extension_rates,
     load_arm_record,
-    pretrain_fingerprint,
+    pretrain_stamps,
 )
 from .config import PipelineConfig, from_dict
 from .rundir import RunDir, arm_key, budget_label, pretrain_key
@@ -96,17 +97,16 @@ def stage_status(cfg: PipelineConfig, run_dir: Path, data_id: str | None = None)
     for seed in cfg.seeds:
         pretraining = None
         if any(arm in NEEDS_PRETRAINING for arm in cfg.arms):
-            key, stamp = pretrain_key(seed), pretrain_fingerprint(cfg, seed, data_id)
-            stamps = (stamp, pretrain_fingerprint(cfg, seed, data_id, legacy=True))   # see load_pretrain_record
+            key, stamps = pretrain_key(seed), pretrain_stamps(cfg, seed, data_id)
             stages.append(pretraining := _state(run, key, stamps, seed=seed, budget=None, arm=None))
-            if stages[-1]["state"] in ("missing", "stale"):
-                _add(stages[-1], _layers_kept(run, key, stamp, cfg))
+            if stages[-1]["state"] in ("missing", "stale"):   # progress is kept under today's stamp only
+                _add(stages[-1], _layers_kept(run, key, stamps[0], cfg))
         first_arm = len(stages)
         for budget in cfg.data.budgets:
             for arm in cfg.arms:
                 key = arm_key(seed, budget, arm)
-                stamps = tuple(arm_fingerprint(cfg, seed, budget, arm, data_id, legacy=old) for old in (False, True))
-                stages.append(_state(run, key, stamps, seed=seed, budget=budget_label(budget), arm=arm))
+                stages.append(_state(run, key, arm_stamps(cfg, seed, budget, arm, data_id),
+                                     seed=seed, budget=budget_label(budget), arm=arm))
                 if stages[-1]["state"] == "stale":   # a record today's settings would reproduce (a higher extend
                     #                                        or epoch cap that it did not reach) counts as finished
                     record = load_arm_record(run, cfg, seed, budget, arm, data_id)
